@@ -1,0 +1,1 @@
+"""Pieces the four plugins share: HTTP client with retries, throttle, link store, dead-letter."""

@@ -1,0 +1,347 @@
+"""The HTTP client both APIs are spoken through: throttled, retried only when that is safe,
+counted per operation, and with errors that never carry the API key."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NamedTuple
+
+import backoff
+import requests
+from requests.adapters import HTTPAdapter
+
+from sync_common.throttle import Throttle
+
+log = logging.getLogger(__name__)
+
+#: Methods the server never applies twice; other methods are retried only when the caller
+#: says the write is idempotent (an idempotency key, a client-chosen id).
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+#: A body cut off mid-transfer: the response was lost, as with a dropped connection.
+_BROKEN_BODY = requests.exceptions.ChunkedEncodingError
+
+#: 4xx statuses about the key, its rights, time or rate, not about the record sent.
+_NOT_REFUSALS = frozenset({401, 403, 408, 429})
+
+
+class ErrorFields(NamedTuple):
+    """What an API's error body says: a short machine code, a message, the param it names."""
+
+    code: str
+    message: str
+    param: str | None = None
+
+
+#: Turns one API's parsed error JSON into ErrorFields; None when the body is not in its format.
+ErrorParser = Callable[[Any], ErrorFields | None]
+
+
+def chargebee_error(body: Any) -> ErrorFields | None:
+    """Chargebee: `{"message", "type", "api_error_code", "param", ...}`."""
+    if not isinstance(body, dict) or not body.get("api_error_code"):
+        return None
+    message = body.get("message") or body.get("error_msg") or ""
+    param = body.get("param") or body.get("error_param")
+    return ErrorFields(str(body["api_error_code"]), str(message), param and str(param))
+
+
+def webshop_error(body: Any) -> ErrorFields | None:
+    """Customwebshop: `{"error": {"code", "message", "field"}}`."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict) or not error.get("code"):
+        return None
+    field = error.get("field")
+    return ErrorFields(str(error["code"]), str(error.get("message") or ""), field and str(field))
+
+
+class ApiError(Exception):
+    """A request that failed for good. `status` is None when no response came back
+    (code `timeout` or `connection_error`)."""
+
+    def __init__(
+        self,
+        status: int | None,
+        code: str,
+        message: str,
+        param: str | None = None,
+        *,
+        method: str = "",
+        path: str = "",
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.param = param
+        self.method = method
+        self.path = path
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        text = f"{self.method} {self.path}: {self.status or 'no response'} {self.code}: "
+        text += self.message + (f" (param: {self.param})" if self.param else "")
+        return text
+
+    @property
+    def is_refusal(self) -> bool:
+        """The server refused this request for its content (a 4xx that is about the record,
+        not about the key, its permissions or the rate limit): report it, do not retry it."""
+        status = self.status or 0
+        return 400 <= status < 500 and status not in _NOT_REFUSALS
+
+
+class _Retry(Exception):  # noqa: N818  (a signal to backoff, never seen by callers)
+    def __init__(self, error: ApiError, retry_after: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+class ApiClient:
+    """One `requests.Session` against `base_url`. Every attempt goes through the throttle.
+
+    Retried: 429 always (the server did not act on it); 5xx, timeouts and dropped connections
+    for GET, and for a write only when the caller passes `idempotent=True`, because a write
+    that reached the server before the failure could otherwise be applied twice. Waits follow
+    `Retry-After` (seconds) when the server sends it, else exponential with full jitter, within
+    `max_tries` attempts and `max_time` seconds. Other 4xx raise at once.
+
+    `auth` (a requests auth object or a `(user, password)` tuple) and `auth_headers` are kept
+    in the session only; their values are scrubbed from every error message.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        auth: requests.auth.AuthBase | tuple[str, str] | None = None,
+        auth_headers: Mapping[str, str] | None = None,
+        parse_error: ErrorParser | None = None,
+        throttle: Throttle | None = None,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        max_tries: int = 8,
+        max_time: float = 300.0,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        user_agent: str = "webshop-chargebee-sync",
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.throttle = throttle or Throttle(0, 0)
+        self.timeout = (connect_timeout, read_timeout)
+        self._parse_error = parse_error or (lambda body: None)
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._secrets = _secret_values(auth, auth_headers)
+        self._session = requests.Session()
+        self._session.auth = auth
+        self._session.headers.update({"Accept": "application/json", "User-Agent": user_agent})
+        self._session.headers.update(auth_headers or {})
+        pool = HTTPAdapter(pool_maxsize=max(10, self.throttle.max_concurrency))
+        self._session.mount("http://", pool)
+        self._session.mount("https://", pool)
+        self._counts_lock = threading.Lock()
+        self._calls: Counter[str] = Counter()
+        self.retries = 0
+        self._send = backoff.on_exception(
+            self._waits,
+            _Retry,
+            max_tries=max_tries,
+            max_time=max_time,
+            jitter=None,  # applied in _waits, so that Retry-After is used as given
+            on_backoff=self._log_retry,
+            logger=None,  # backoff's own log lines would print the call's arguments
+        )(self._attempt)
+
+    def __repr__(self) -> str:
+        return f"ApiClient({self.base_url!r})"
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._session.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        data: Any = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        operation: str | None = None,
+        idempotent: bool = False,
+    ) -> requests.Response:
+        """Send one request (with retries) and return the 2xx response, or raise ApiError.
+        `operation` names the call in `calls()`; it defaults to the path's first segment."""
+        method = method.upper()
+        url = f"{self.base_url}/{path.lstrip('/')}"
+        label = f"{method} {operation or _first_segment(path)}"
+        retry_any_failure = method in SAFE_METHODS or idempotent
+        request = dict(params=params, data=data, json=json, headers=headers)
+        try:
+            return self._send(method, url, path, label, retry_any_failure, request)
+        except _Retry as retry:  # tries or time used up
+            log.warning("%s: giving up: %s", label, retry.error)
+            raise retry.error from None
+
+    def get(self, path: str, params: Mapping[str, Any] | None = None, **options: Any) -> Any:
+        return _body(self.request("GET", path, params=params, **options))
+
+    def post(self, path: str, data: Any = None, **options: Any) -> Any:
+        return _body(self.request("POST", path, data=data, **options))
+
+    def put(self, path: str, **options: Any) -> Any:
+        return _body(self.request("PUT", path, **options))
+
+    def patch(self, path: str, **options: Any) -> Any:
+        return _body(self.request("PATCH", path, **options))
+
+    def delete(self, path: str, **options: Any) -> Any:
+        return _body(self.request("DELETE", path, **options))
+
+    def calls(self) -> dict[str, int]:
+        """HTTP requests sent so far (retries included) per `METHOD operation`."""
+        with self._counts_lock:
+            return dict(sorted(self._calls.items()))
+
+    # ---------------------------------------------------------------- one attempt
+
+    def _attempt(
+        self,
+        method: str,
+        url: str,
+        path: str,
+        label: str,
+        retry_any_failure: bool,
+        request: dict[str, Any],
+    ) -> requests.Response:
+        with self._counts_lock:
+            self._calls[label] += 1
+        try:
+            with self.throttle.slot():
+                response = self._session.request(method, url, timeout=self.timeout, **request)
+        except (requests.Timeout, requests.ConnectionError, _BROKEN_BODY) as exc:
+            error = self._transport_error(exc, method, path)
+            # A connect timeout means the request never left: safe to repeat even for a write.
+            if retry_any_failure or isinstance(exc, requests.ConnectTimeout):
+                raise _Retry(error) from None
+            raise error from None
+        if response.ok:
+            return response
+        error = self._http_error(response, method, path)
+        retry_after = _retry_after(response)
+        if response.status_code == 429:
+            if retry_after is not None:
+                self.throttle.pause(retry_after)  # everyone waits, not only this caller
+            raise _Retry(error, retry_after)
+        if retry_any_failure and response.status_code >= 500:
+            raise _Retry(error, retry_after)
+        raise error
+
+    def _http_error(self, response: requests.Response, method: str, path: str) -> ApiError:
+        try:
+            fields = self._parse_error(response.json())
+        except ValueError:  # not JSON: the body is not shown, it may hold anything
+            fields = None
+        if fields is None:
+            fields = ErrorFields(f"http_{response.status_code}", response.reason or "")
+        return ApiError(
+            response.status_code,
+            fields.code,
+            self._scrub(fields.message),
+            fields.param and self._scrub(fields.param),
+            method=method,
+            path=path,
+        )
+
+    def _transport_error(self, exc: Exception, method: str, path: str) -> ApiError:
+        if isinstance(exc, requests.ConnectTimeout):
+            code, message = "timeout", f"could not connect within {self.timeout[0]} s"
+        elif isinstance(exc, requests.Timeout):
+            code, message = "timeout", f"no answer within {self.timeout[1]} s"
+        else:
+            code, message = "connection_error", f"connection failed ({_innermost(exc)})"
+        return ApiError(None, code, message, method=method, path=path)
+
+    # ---------------------------------------------------------------- retry policy
+
+    def _waits(self) -> Iterator[float]:
+        """backoff sends each failure in; Retry-After wins, else exponential with jitter."""
+        exponential = backoff.expo(factor=self._backoff_base, max_value=self._backoff_cap)
+        next(exponential)  # backoff's generators start with a priming step
+        retry: _Retry = yield  # type: ignore[misc]
+        while True:
+            step = next(exponential)
+            wait = retry.retry_after
+            retry = yield backoff.full_jitter(step) if wait is None else wait
+
+    def _log_retry(self, details: dict[str, Any]) -> None:
+        with self._counts_lock:
+            self.retries += 1
+        error = details["exception"].error
+        log.warning("%s; retry %d in %.1f s", error, details["tries"], details["wait"])
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _secret_values(auth: Any, auth_headers: Mapping[str, str] | None) -> list[str]:
+    values = list((auth_headers or {}).values())
+    if isinstance(auth, tuple):
+        values += auth
+    elif isinstance(auth, requests.auth.HTTPBasicAuth):
+        values += [auth.username, auth.password]
+    # Short strings (an empty Basic password) would scrub ordinary words.
+    return sorted({str(v) for v in values if v and len(str(v)) >= 4}, key=len, reverse=True)
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    try:
+        return max(float(response.headers["Retry-After"]), 0.0)
+    except (KeyError, ValueError):  # absent, or an HTTP date: fall back to backoff
+        return None
+
+
+def _first_segment(path: str) -> str:
+    return path.strip("/").split("/", 1)[0].split("?", 1)[0] or "/"
+
+
+def _innermost(exc: BaseException) -> str:
+    """The name of the root cause inside requests' and urllib3's wrappers, e.g.
+    ConnectionResetError: short, and free of URLs and query strings."""
+    for _ in range(10):
+        inner = getattr(exc, "reason", None)
+        if not isinstance(inner, BaseException):
+            last = exc.args[-1] if exc.args else None
+            inner = last if isinstance(last, BaseException) else None
+        if inner is None:
+            break
+        exc = inner
+    return type(exc).__name__
+
+
+def _body(response: requests.Response) -> Any:
+    """The JSON body; None for an empty one (204)."""
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        raise ApiError(
+            response.status_code,
+            "invalid_response",
+            "the response body is not JSON",
+            method=response.request.method or "",
+            path=response.request.path_url.split("?", 1)[0],
+        ) from None

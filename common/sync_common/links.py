@@ -1,0 +1,259 @@
+"""The link store: which webshop record is which Chargebee record, what the sync last wrote
+to or saw on each side, and the records the far side refused (dead letters).
+
+SQLAlchemy Core over SQLite (the default, inside the Meltano project) or PostgreSQL (when
+several runners share it). Thread-safe: every call runs in its own short transaction.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import hashlib
+import json
+import math
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+
+Side = Literal["webshop", "chargebee"]
+
+#: A version as the API gives it: webshop `version` / `updated_at`, Chargebee
+#: `resource_version`. Stored as JSON so it reads back with its type and compares equal.
+Version = int | str | None
+
+
+def content_hash(mapping: Any) -> str:
+    """sha256 of the canonical JSON of `mapping`: the same for values equal in content."""
+    canonical = json.dumps(
+        _plain(mapping), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def default_link_store_url() -> str:
+    """A SQLite file in the Meltano project: `$MELTANO_PROJECT_ROOT/.meltano/sync/links.db`,
+    or `./.meltano/sync/links.db` outside Meltano. Creates the directory."""
+    root = Path(os.environ.get("MELTANO_PROJECT_ROOT") or ".")
+    directory = (root / ".meltano" / "sync").resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{directory / 'links.db'}"
+
+
+class LinkStoreUnavailable(Exception):  # noqa: N818  (reads better than ...Error at call sites)
+    """The database cannot be opened or reached."""
+
+
+class LinkConflict(Exception):  # noqa: N818
+    """The Chargebee id is already linked to another webshop record of the same resource."""
+
+
+@dataclass(frozen=True)
+class Link:
+    resource: str  # customer, item, item_price, invoice, order, ...
+    webshop_id: str
+    chargebee_id: str
+    webshop_version: Version = None
+    webshop_hash: str | None = None
+    webshop_synced_at: datetime.datetime | None = None
+    chargebee_version: Version = None
+    chargebee_hash: str | None = None
+    chargebee_synced_at: datetime.datetime | None = None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    run_id: str
+    stream: str
+    record_key: str
+    reason: str  # the far side's message
+    record: Any
+    details: dict[str, Any] | None
+    created_at: datetime.datetime
+
+
+class _UtcDateTime(sa.TypeDecorator):
+    """Aware UTC datetimes on both databases (SQLite alone would hand back naive ones)."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return value and value.astimezone(datetime.UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        return value and value.replace(tzinfo=datetime.UTC)
+
+
+_metadata = sa.MetaData()
+
+_links = sa.Table(
+    "links",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("resource", sa.String(50), nullable=False),
+    sa.Column("webshop_id", sa.String(255), nullable=False),
+    sa.Column("chargebee_id", sa.String(255), nullable=False),
+    sa.Column("webshop_version", sa.JSON(none_as_null=True)),
+    sa.Column("webshop_hash", sa.Text),
+    sa.Column("webshop_synced_at", _UtcDateTime),
+    sa.Column("chargebee_version", sa.JSON(none_as_null=True)),
+    sa.Column("chargebee_hash", sa.Text),
+    sa.Column("chargebee_synced_at", _UtcDateTime),
+    sa.UniqueConstraint("resource", "webshop_id", name="links_webshop_key"),
+    sa.UniqueConstraint("resource", "chargebee_id", name="links_chargebee_key"),
+)
+
+_dead_letters = sa.Table(
+    "dead_letters",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("run_id", sa.String(64), nullable=False, index=True),
+    sa.Column("stream", sa.String(100), nullable=False),
+    sa.Column("record_key", sa.String(255), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("record", sa.JSON),
+    sa.Column("details", sa.JSON(none_as_null=True)),
+    sa.Column("created_at", _UtcDateTime, nullable=False),
+)
+
+_LINK_COLUMNS = [column for column in _links.c if column.name != "id"]
+
+
+class LinkStore:
+    """Links and dead letters in one database; tables are created when it is opened.
+
+    `run_id` labels this run's dead letters; a fresh one is made when none is given."""
+
+    def __init__(self, url: str | None = None, *, run_id: str | None = None) -> None:
+        self.run_id = run_id or uuid.uuid4().hex
+        parsed = make_url(url or default_link_store_url())
+        if parsed.drivername == "postgresql":  # psycopg 3 is the driver this project installs
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+            raise LinkStoreUnavailable(f"unsupported link store database: {parsed.drivername}")
+        self._where = parsed.render_as_string(hide_password=True)
+        self._insert = (
+            postgresql.insert if parsed.get_backend_name() == "postgresql" else sqlite.insert
+        )
+        try:
+            self._engine = sa.create_engine(parsed, pool_pre_ping=True)
+            _metadata.create_all(self._engine)
+        except sa.exc.SQLAlchemyError as exc:
+            raise LinkStoreUnavailable(
+                f"cannot open {self._where}: {getattr(exc, 'orig', None) or exc}"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"LinkStore({self._where!r})"
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # ---------------------------------------------------------------- links
+
+    def get_by_webshop(self, resource: str, webshop_id: str) -> Link | None:
+        return self._one(resource, _links.c.webshop_id == str(webshop_id))
+
+    def get_by_chargebee(self, resource: str, chargebee_id: str) -> Link | None:
+        return self._one(resource, _links.c.chargebee_id == str(chargebee_id))
+
+    def save(
+        self,
+        resource: str,
+        webshop_id: str,
+        chargebee_id: str,
+        *,
+        webshop_version: Version = None,
+        webshop_hash: str | None = None,
+        chargebee_version: Version = None,
+        chargebee_hash: str | None = None,
+    ) -> Link:
+        """Create or update the link of webshop record `webshop_id` (it may move to another
+        Chargebee id) and record what the sync wrote to or saw on each side. A side's state
+        left out (None) keeps its stored value; a side given is stamped with the time now."""
+        now = datetime.datetime.now(datetime.UTC)
+        given = {"chargebee_id": str(chargebee_id)}
+        for side, version, hash_ in (
+            ("webshop", webshop_version, webshop_hash),
+            ("chargebee", chargebee_version, chargebee_hash),
+        ):
+            state = {f"{side}_version": _plain(version), f"{side}_hash": hash_}
+            given.update({name: value for name, value in state.items() if value is not None})
+            if version is not None or hash_ is not None:
+                given[f"{side}_synced_at"] = now
+        key = {"resource": resource, "webshop_id": str(webshop_id)}
+        upsert = self._insert(_links).values(**key, **given)
+        upsert = upsert.on_conflict_do_update(index_elements=list(key), set_=given)
+        try:
+            with self._engine.begin() as db:
+                row = db.execute(upsert.returning(*_LINK_COLUMNS)).one()
+        except sa.exc.IntegrityError:
+            taken = self.get_by_chargebee(resource, chargebee_id)
+            other = taken.webshop_id if taken else "another record"
+            raise LinkConflict(
+                f"{resource} {chargebee_id} in Chargebee is already linked to webshop "
+                f"{resource} {other}, not {webshop_id}"
+            ) from None
+        return Link(**row._mapping)
+
+    def _one(self, resource: str, condition: sa.ColumnElement[bool]) -> Link | None:
+        query = sa.select(*_LINK_COLUMNS).where(_links.c.resource == resource, condition)
+        with self._engine.connect() as db:
+            row = db.execute(query).one_or_none()
+        return Link(**row._mapping) if row else None
+
+    # ---------------------------------------------------------------- dead letters
+
+    def add_dead_letter(
+        self,
+        stream: str,
+        record_key: str,
+        reason: str,
+        record: Any,
+        *,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Keep a record the far side refused, with its reason, under this store's run id."""
+        row = {
+            "run_id": self.run_id,
+            "stream": stream,
+            "record_key": str(record_key),
+            "reason": reason,
+            "record": _plain(record),
+            "details": _plain(details),
+            "created_at": datetime.datetime.now(datetime.UTC),
+        }
+        with self._engine.begin() as db:
+            db.execute(_dead_letters.insert().values(**row))
+
+    def dead_letters(self, run_id: str | None = None) -> list[DeadLetter]:
+        """Dead letters of one run (all runs when None), oldest first."""
+        columns = [c for c in _dead_letters.c if c.name != "id"]
+        query = sa.select(*columns).order_by(_dead_letters.c.id)
+        if run_id is not None:
+            query = query.where(_dead_letters.c.run_id == run_id)
+        with self._engine.connect() as db:
+            return [DeadLetter(**row._mapping) for row in db.execute(query)]
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready and canonical: numbers equal in value look alike (1 == 1.0 ==
+    Decimal("1.00")), datetimes are UTC ISO 8601, tuples are lists, keys are strings."""
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, float | decimal.Decimal) and math.isfinite(value):
+        return int(value) if value == int(value) else float(value)
+    if isinstance(value, datetime.datetime):
+        return (value.astimezone(datetime.UTC) if value.tzinfo else value).isoformat()
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    return value

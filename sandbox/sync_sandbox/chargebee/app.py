@@ -1,0 +1,840 @@
+"""The Chargebee API v2 emulator: the operations the sync uses, with Chargebee's wire format
+(form-encoded bracket params, Basic auth, `{"customer": {...}}` and `{"list": [...],
+"next_offset": ...}` envelopes, its error JSON) and the rules that matter to a client:
+client-chosen ids, parents before children, business-entity context and transfers,
+idempotency keys, `resource_version`/`updated_at` renewed on every write.
+See docs/chargebee-emulator.md for what is simplified."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import functools
+import hashlib
+import json
+import re
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, request
+
+from sync_sandbox.chargebee import operations as ops
+from sync_sandbox.chargebee.errors import (
+    ChargebeeError,
+    blank,
+    duplicate,
+    invalid_state,
+    not_found,
+    wrong_value,
+)
+from sync_sandbox.chargebee.listing import list_page
+from sync_sandbox.chargebee.params import BOOL, parse_form, s, validate
+from sync_sandbox.chargebee.store import Store
+from sync_sandbox.server import Knobs, Refusal, Sandbox
+
+API = "/api/v2"
+ENTITY_HEADER = "chargebee-business-entity-id"
+IDEMPOTENCY_HEADER = "chargebee-idempotency-key"
+_ID = re.compile(r"^[A-Za-z0-9_.@-]+$")
+TRANSFERS_PER_YEAR = 3
+
+
+def create_app(store: Store, api_key: str, business_entities: list[str], knobs: Knobs) -> Flask:
+    """`business_entities`: the ids configured on the emulated site; the first is the default
+    one, where a customer created without any entity lands."""
+    app = Flask("chargebee-sandbox")
+    api = Api(store, business_entities)
+    Sandbox(app, knobs, functools.partial(_authenticated, api_key), _refusal)
+    app.register_error_handler(ChargebeeError, ChargebeeError.response)
+    app.register_error_handler(404, lambda _e: _unknown_path())
+    app.register_error_handler(
+        405,
+        lambda _e: ChargebeeError(
+            405, "http_method_not_supported", f"{request.method} is not supported here"
+        ).response(),
+    )
+
+    def route(rule: str, handler: Callable, method: str = "GET") -> None:
+        view = handler if method == "GET" else api.write(handler)
+        app.add_url_rule(API + rule, handler.__name__, view, methods=[method])
+
+    for plural, kind in (("customers", "customer"), ("item_families", "item_family"),
+                         ("items", "item"), ("item_prices", "item_price"),
+                         ("invoices", "invoice"), ("orders", "order")):  # fmt: skip
+        app.add_url_rule(
+            f"{API}/{plural}/<id_>", f"retrieve_{kind}", functools.partial(api.retrieve, kind)
+        )
+    route("/customers", api.create_customer, "POST")
+    route("/customers", api.list_customers)
+    route("/customers/<id_>", api.update_customer, "POST")
+    route("/customers/<id_>/update_billing_info", api.update_billing_info, "POST")
+    route("/customers/<id_>/delete", api.delete_customer, "POST")
+    route("/business_entities/transfers", api.transfer, "POST")
+    route("/business_entities/transfers", api.list_transfers)
+    route("/item_families", api.create_family, "POST")
+    route("/item_families", api.list_families)
+    route("/item_families/<id_>", api.update_family, "POST")
+    route("/item_families/<id_>/delete", api.delete_family, "POST")
+    route("/items", api.create_item, "POST")
+    route("/items", api.list_items)
+    route("/items/<id_>", api.update_item, "POST")
+    route("/items/<id_>/delete", api.delete_item, "POST")
+    route("/item_prices", api.create_price, "POST")
+    route("/item_prices", api.list_prices)
+    route("/item_prices/<id_>", api.update_price, "POST")
+    route("/item_prices/<id_>/delete", api.delete_price, "POST")
+    route("/invoices/import_invoice", api.import_invoice, "POST")
+    route("/invoices", api.list_invoices)
+    route("/invoices/<id_>/delete", api.delete_invoice, "POST")
+    route("/orders", api.create_order, "POST")
+    route("/orders/import_order", api.import_order, "POST")
+    route("/orders", api.list_orders)
+    route("/orders/<id_>", api.update_order, "POST")
+    route("/orders/<id_>/cancel", api.cancel_order, "POST")
+    route("/orders/<id_>/delete", api.delete_order, "POST")
+    return app
+
+
+def _authenticated(api_key: str) -> bool:
+    """HTTP Basic with the API key as user name and an empty password."""
+    auth = request.headers.get("Authorization", "")
+    if not auth.startswith("Basic "):
+        return False
+    try:
+        user, _, _password = base64.b64decode(auth[6:]).decode().partition(":")
+    except ValueError:
+        return False
+    return secrets.compare_digest(user, api_key)
+
+
+def _refusal(refusal: Refusal) -> Response:
+    if refusal.status == 401:
+        error = ChargebeeError(
+            401,
+            "api_authentication_failed",
+            "Sorry, authentication failed. Invalid api key",
+        )
+    elif refusal.status == 429:
+        error = ChargebeeError(
+            429,
+            "api_request_limit_exceeded",
+            f"Sorry, access has been blocked temporarily: {refusal.message}",
+            retry_after=refusal.retry_after,
+        )
+    else:
+        code = "internal_temporary_error" if refusal.status == 503 else "internal_error"
+        error = ChargebeeError(refusal.status, code, f"Sorry, {refusal.message}")
+    return error.response()
+
+
+def _unknown_path() -> Response:
+    return ChargebeeError(
+        404, "resource_not_found", f"Sorry, no such API path: {request.path}"
+    ).response()
+
+
+def _form() -> dict[str, Any]:
+    """POST params come form-encoded; a JSON body is not read (its fields count as missing)."""
+    return parse_form(request.form.items(multi=True))
+
+
+def _query() -> dict[str, Any]:
+    return parse_form(request.args.items(multi=True))
+
+
+def _clean(obj: dict) -> dict:
+    """As Chargebee answers: attributes without a value are left out, internals are hidden."""
+    out = {}
+    for key, value in obj.items():
+        if value is None or key.startswith("_"):
+            continue
+        if isinstance(value, dict) and key not in ("meta_data", "metadata"):
+            value = _clean(value)
+        elif isinstance(value, list):
+            value = [_clean(v) if isinstance(v, dict) else v for v in value]
+        out[key] = value
+    return out
+
+
+def _address(given: dict | None, kind: str) -> dict | None:
+    return {**given, "object": kind} if given else None
+
+
+def _check_id(id_: str, param: str = "id") -> str:
+    if not _ID.match(id_):
+        raise wrong_value(param, "may only contain letters, digits and _ . @ -")
+    return id_
+
+
+def _new_id(prefix: str = "") -> str:
+    return prefix + secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
+
+
+class Api:
+    def __init__(self, store: Store, business_entities: list[str]) -> None:
+        self.store = store
+        self.entities = business_entities
+
+    # ---------------------------------------------------------------- plumbing
+
+    def write(self, handler: Callable[..., dict]) -> Callable[..., Response]:
+        """Run a write under the store lock, honouring `chargebee-idempotency-key`: the same
+        key with the same params within 30 minutes replays the stored answer (2xx or 4xx)."""
+
+        @functools.wraps(handler)
+        def view(**kwargs: Any) -> Response:
+            key = request.headers.get(IDEMPOTENCY_HEADER)
+            if key is not None and not 0 < len(key) <= 100:
+                raise wrong_value(IDEMPOTENCY_HEADER, "must be 1 to 100 characters")
+            fingerprint = hashlib.sha256(
+                json.dumps(
+                    [
+                        request.path,
+                        sorted(request.form.items(multi=True)),
+                        request.headers.get(ENTITY_HEADER),
+                    ]  # fmt: skip
+                ).encode()
+            ).hexdigest()
+            with self.store.lock:
+                stored = self.store.replay(key) if key else None
+                if stored is not None:
+                    if stored[0] != fingerprint:
+                        raise ChargebeeError(
+                            409,
+                            "invalid_request",
+                            "The idempotency key was already used with different parameters",
+                            IDEMPOTENCY_HEADER,
+                        )
+                    return Response(
+                        stored[2],
+                        stored[1],
+                        mimetype="application/json",
+                        headers={"chargebee-idempotency-replayed": "true"},
+                    )
+                try:
+                    status, body = 200, handler(**kwargs)
+                except ChargebeeError as error:
+                    status, body = error.status, error.body()
+                text = json.dumps(body)
+                if key and status < 500:
+                    self.store.remember(key, fingerprint, status, text)
+            return Response(text, status, mimetype="application/json")
+
+        return view
+
+    def context_entity(self) -> str | None:
+        entity = request.headers.get(ENTITY_HEADER)
+        if entity is not None and entity not in self.entities:
+            raise not_found("business_entity", entity, ENTITY_HEADER)
+        return entity
+
+    def entity_for_create(self, given: str | None, site_default: str | None) -> str | None:
+        """Param and header must agree; neither gives `site_default`."""
+        header = self.context_entity()
+        if given is not None and given not in self.entities:
+            raise not_found("business_entity", given, "business_entity_id")
+        if given and header and given != header:
+            raise wrong_value("business_entity_id", "does not match the business entity header")
+        return given or header or site_default
+
+    def live(self, kind: str, id_: str, param: str | None = None) -> dict:
+        """The object, unless it does not exist, is deleted, or lies outside the context."""
+        obj = self.store.get(kind, id_)
+        entity = self.context_entity()
+        if (
+            obj is None
+            or obj.get("deleted")
+            or (entity and obj.get("business_entity_id") not in (None, entity))
+        ):
+            raise not_found(kind, id_, param)
+        return obj
+
+    def retrieve(self, kind: str, id_: str) -> dict:
+        with self.store.lock:
+            return {kind: self.render(kind, self.live(kind, id_))}
+
+    def render(self, kind: str, obj: dict) -> dict:
+        if kind == "invoice":  # its orders, as Chargebee lists them on the invoice
+            obj = {**obj, "linked_orders": [
+                {key: order.get(key) for key in ("id", "document_number", "status", "order_type",
+                 "reference_id", "fulfillment_status", "batch_id", "created_at")}
+                for order in self.store.all("order")
+                if order["invoice_id"] == obj["id"] and not order.get("deleted")
+            ]}  # fmt: skip
+        return _clean(obj)
+
+    def save(self, kind: str, obj: dict) -> dict:
+        return {kind: self.render(kind, self.store.save(kind, obj))}
+
+    def listing(
+        self,
+        kind: str,
+        filters: dict[str, str],
+        sorts: tuple[str, ...] = (),
+        *,
+        deletable: bool = False,
+        site_level: bool = False,
+        visible: Callable[[dict], bool] = lambda obj: not obj.get("deleted"),
+    ) -> dict:
+        """A list: `include_deleted` where Chargebee has it, entity scoping by the header."""
+        params = _query()
+        extra = {"include_site_level_resources"} if site_level else set()
+        if deletable:
+            extra.add("include_deleted")
+        include_deleted = params.get("include_deleted") == "true"
+        site = params.get("include_site_level_resources", {})
+        with_site = isinstance(site, dict) and site.get("is") == "true"
+        with self.store.lock:
+            entity = self.context_entity()
+            objects = [
+                obj
+                for obj in self.store.all(kind)
+                if (include_deleted or visible(obj))
+                and (
+                    entity is None
+                    or obj.get("business_entity_id") == entity
+                    or (with_site and obj.get("business_entity_id") is None)
+                )
+            ]
+            page, next_offset = list_page(objects, params, filters, sorts, extra=extra)
+            body: dict[str, Any] = {"list": [{kind: self.render(kind, obj)} for obj in page]}
+        if next_offset:
+            body["next_offset"] = next_offset
+        return body
+
+    # ---------------------------------------------------------------- customers
+
+    def create_customer(self) -> dict:
+        p = validate(_form(), ops.CUSTOMER_CREATE)
+        id_ = _check_id(p.pop("id", None) or _new_id())
+        if self.store.get("customer", id_):
+            raise duplicate("id", id_)
+        now = self.store.now()
+        customer = {
+            "id": id_,
+            "auto_collection": "on",
+            "net_term_days": 0,
+            "allow_direct_debit": False,
+            "taxability": "taxable",
+            "pii_cleared": "active",
+            "channel": "web",
+            "card_status": "no_card",
+            "promotional_credits": 0,
+            "refundable_credits": 0,
+            "excess_payments": 0,
+            "unbilled_charges": 0,
+            **p,
+            "billing_address": _address(p.get("billing_address"), "billing_address"),
+            "business_entity_id": self.entity_for_create(
+                p.get("business_entity_id"), self.entities[0]
+            ),
+            "created_at": now,
+            "deleted": False,
+            "object": "customer",
+        }
+        return self.save("customer", customer)
+
+    def update_customer(self, id_: str) -> dict:
+        p = validate(_form(), ops.CUSTOMER_UPDATE)
+        customer = self.live("customer", id_)
+        customer.update(p)  # a param given empty clears the attribute (None is left out)
+        return self.save("customer", customer)
+
+    def update_billing_info(self, id_: str) -> dict:
+        p = validate(_form(), ops.CUSTOMER_BILLING)
+        customer = self.live("customer", id_)
+        for name in ops.CUSTOMER_BILLING:  # a full replace: what is left out is cleared
+            customer[name] = p.get(name)
+        customer["billing_address"] = _address(p.get("billing_address"), "billing_address")
+        return self.save("customer", customer)
+
+    def delete_customer(self, id_: str) -> dict:
+        validate(_form(), {"delete_payment_method": BOOL})
+        customer = self.live("customer", id_)
+        customer["deleted"] = True
+        for invoice in self.store.all("invoice"):  # deleting a customer cascades
+            if invoice.get("customer_id") == id_ and not invoice.get("deleted"):
+                self.store.save("invoice", {**invoice, "deleted": True})
+        return self.save("customer", customer)
+
+    def list_customers(self) -> dict:
+        return self.listing(
+            "customer", ops.CUSTOMER_FILTERS, ("created_at", "updated_at"), deletable=True
+        )
+
+    def transfer(self) -> dict:
+        if request.headers.get(ENTITY_HEADER):
+            raise ChargebeeError(
+                400, "invalid_request", "A transfer cannot be made in a business entity context"
+            )
+        p = validate(_form(), ops.TRANSFER, ops.TRANSFER_REQUIRED)
+        count = len(p["active_resource_ids"])
+        for name in ops.TRANSFER:
+            if name in p and len(p[name]) != count:
+                raise wrong_value(name, "must have one entry per active_resource_ids entry")
+        transfers = []
+        for i, id_ in enumerate(p["active_resource_ids"]):
+            if p["resource_types"][i] != "customer":
+                raise wrong_value(f"resource_types[{i}]", "only customer is supported")
+            if p["reason_codes"][i] != "correction":
+                raise wrong_value(f"reason_codes[{i}]", "allowed: correction")
+            customer = self.live("customer", id_, f"active_resource_ids[{i}]")
+            source = customer["business_entity_id"]
+            destination = p["destination_business_entity_ids"][i]
+            if destination not in self.entities:
+                raise not_found(
+                    "business_entity", destination, f"destination_business_entity_ids[{i}]"
+                )
+            if "source_business_entity_ids" in p and p["source_business_entity_ids"][i] != source:
+                raise wrong_value(
+                    f"source_business_entity_ids[{i}]", f"the customer is in {source}"
+                )
+            if destination == source:
+                raise invalid_state(f"customer {id_} is already in business entity {source}")
+            year = [
+                t
+                for t in self.store.all("business_entity_transfer")
+                if t["active_resource_id"] == id_ and _same_year(t["created_at"], self.store.now())
+            ]
+            if len(year) >= TRANSFERS_PER_YEAR:
+                raise invalid_state(f"customer {id_} was transferred {len(year)} times this year")
+            # The customer is copied: the active copy keeps the id, the old one is deprecated
+            # under a new id and points to the active one.
+            deprecated = {**customer, "id": _new_id("dep_"), "active_id": id_}
+            self.store.save("customer", deprecated)
+            customer["business_entity_id"] = destination
+            self.store.save("customer", customer)
+            transfer = {
+                "id": _new_id("bet_"),
+                "resource_type": "customer",
+                "resource_id": deprecated["id"],
+                "active_resource_id": id_,
+                "destination_business_entity_id": destination,
+                "source_business_entity_id": source,
+                "reason_code": "correction",
+                "created_at": self.store.now(),
+                "object": "business_entity_transfer",
+            }
+            transfers.append(self.store.save("business_entity_transfer", transfer, touch=False))
+        return {"business_entity_transfer": _clean(transfers[0])}
+
+    def list_transfers(self) -> dict:
+        return self.listing("business_entity_transfer", ops.TRANSFER_FILTERS, ("created_at",))
+
+    # ---------------------------------------------------------------- catalog
+
+    def create_family(self) -> dict:
+        p = validate(_form(), ops.FAMILY_CREATE, ("id", "name"))
+        _check_id(p["id"])
+        self._unused("item_family", p["id"], p["name"])
+        family = {
+            **p,
+            "status": "active",
+            "channel": "web",
+            "business_entity_id": self.entity_for_create(p.get("business_entity_id"), None),
+            "deleted": False,
+            "object": "item_family",
+        }
+        return self.save("item_family", family)
+
+    def update_family(self, id_: str) -> dict:
+        p = validate(_form(), ops.FAMILY_UPDATE)
+        family = self.live("item_family", id_)
+        if p.get("name") and p["name"] != family["name"]:
+            self._unused("item_family", None, p["name"])
+        family.update(p)
+        if not family.get("name"):
+            raise blank("name")
+        return self.save("item_family", family)
+
+    def delete_family(self, id_: str) -> dict:
+        family = self.live("item_family", id_)
+        if any(i["item_family_id"] == id_ and not i.get("deleted") for i in self.store.all("item")):
+            raise invalid_state(f"item family {id_} still has items")
+        family.update(status="deleted", deleted=True)
+        return self.save("item_family", family)
+
+    def list_families(self) -> dict:
+        return self.listing("item_family", ops.FAMILY_FILTERS, site_level=True)
+
+    def create_item(self) -> dict:
+        p = validate(_form(), ops.ITEM_CREATE, ("id", "name", "type", "item_family_id"))
+        _check_id(p["id"])
+        self._unused("item", p["id"], p["name"])
+        self.live("item_family", p["item_family_id"], "item_family_id")
+        item = {
+            "is_shippable": False,
+            "is_giftable": False,
+            "enabled_for_checkout": True,
+            "enabled_in_portal": True,
+            "item_applicability": "all",
+            "metered": False,
+            "external_name": p["name"],
+            **p,
+            "status": "active",
+            "channel": "web",
+            "business_entity_id": self.entity_for_create(p.get("business_entity_id"), None),
+            "deleted": False,
+            "object": "item",
+        }
+        return self.save("item", item)
+
+    def update_item(self, id_: str) -> dict:
+        p = validate(_form(), ops.ITEM_UPDATE)
+        item = self.live("item", id_)
+        if p.get("name") and p["name"] != item["name"]:
+            self._unused("item", None, p["name"])
+        if p.get("item_family_id"):
+            self.live("item_family", p["item_family_id"], "item_family_id")
+        self._set_status(item, p)
+        item.update(p)
+        for required in ("name", "item_family_id"):
+            if not item.get(required):
+                raise blank(required)
+        return self.save("item", item)
+
+    def delete_item(self, id_: str) -> dict:
+        item = self.live("item", id_)
+        if any(p["item_id"] == id_ and p["status"] in ("active", "archived")
+               for p in self.store.all("item_price")):  # fmt: skip
+            raise invalid_state(f"item {id_} still has active or archived item prices")
+        item.update(status="deleted", deleted=True)
+        return self.save("item", item)
+
+    def list_items(self) -> dict:
+        return self._status_listing("item", ops.ITEM_FILTERS)
+
+    def create_price(self) -> dict:
+        p = validate(_form(), ops.PRICE_CREATE, ("id", "name", "item_id", "currency_code"))
+        _check_id(p["id"])
+        self._unused("item_price", p["id"], p["name"])
+        item = self.live("item", p["item_id"], "item_id")
+        if item["status"] != "active":
+            raise invalid_state(f"item {item['id']} is {item['status']}")
+        price = {
+            "pricing_model": "flat_fee",
+            "price": 0,
+            "is_taxable": True,
+            "free_quantity": 0,
+            "external_name": p["name"],
+            **p,
+            "item_family_id": item["item_family_id"],
+            "item_type": item["type"],
+            "status": "active",
+            "channel": "web",
+            "business_entity_id": self.entity_for_create(p.get("business_entity_id"), None),
+            "created_at": self.store.now(),
+            "deleted": False,
+            "object": "item_price",
+        }
+        return self.save("item_price", price)
+
+    def update_price(self, id_: str) -> dict:
+        p = validate(_form(), ops.PRICE_UPDATE)
+        price = self.live("item_price", id_)
+        if p.get("name") and p["name"] != price["name"]:
+            self._unused("item_price", None, p["name"])
+        self._set_status(price, p)
+        price.update(p)
+        for required in ("name", "currency_code"):
+            if not price.get(required):
+                raise blank(required)
+        return self.save("item_price", price)
+
+    def delete_price(self, id_: str) -> dict:
+        price = self.live("item_price", id_)
+        used = any(line.get("entity_id") == id_ for invoice in self.store.all("invoice")
+                   for line in invoice["line_items"])  # fmt: skip
+        # A price already invoiced is kept, archived; otherwise it is deleted.
+        price.update(status="archived" if used else "deleted", deleted=not used)
+        if used:
+            price["archived_at"] = self.store.now()
+        return self.save("item_price", price)
+
+    def list_prices(self) -> dict:
+        return self._status_listing("item_price", ops.PRICE_FILTERS)
+
+    def _status_listing(self, kind: str, filters: dict[str, str]) -> dict:
+        """Items and prices have no include_deleted: deleted ones show with a status filter."""
+        status = _query().get("status")
+        by_status = isinstance(status, dict) and "deleted" in str(status)
+        return self.listing(
+            kind,
+            filters,
+            ("name", "id", "updated_at"),
+            site_level=True,
+            visible=lambda obj: by_status or not obj.get("deleted"),
+        )
+
+    def _unused(self, kind: str, id_: str | None, name: str) -> None:
+        """Ids and names are unique among live records (a deleted one's may be reused)."""
+        live = [obj for obj in self.store.all(kind) if not obj.get("deleted")]
+        if id_ is not None and any(obj["id"] == id_ for obj in live):
+            raise duplicate("id", id_)
+        if any(obj["name"] == name for obj in live):
+            raise duplicate("name", name)
+
+    def _set_status(self, obj: dict, p: dict) -> None:
+        if p.get("status") == "archived" and obj["status"] != "archived":
+            obj["archived_at"] = self.store.now()
+        elif p.get("status") == "active":
+            obj.pop("archived_at", None)
+        elif "status" in p and p["status"] is None:
+            raise blank("status")
+
+    # ---------------------------------------------------------------- invoices
+
+    def import_invoice(self) -> dict:
+        p = validate(_form(), ops.IMPORT_INVOICE, ("id", "date", "total", "currency_code"))
+        _check_id(p["id"])
+        if self.store.get("invoice", p["id"]):
+            raise duplicate("id", p["id"])
+        if not p.get("line_items"):
+            raise blank("line_items[description][0]")
+        if not p.get("customer_id"):
+            raise blank("customer_id")
+        customer = self.live("customer", p["customer_id"], "customer_id")
+        lines, sub_total, tax = [], 0, 0
+        for i, line in enumerate(p["line_items"]):
+            lines.append(self._invoice_line(line, i, p["currency_code"], customer["id"]))
+            sub_total += lines[-1]["amount"]
+            tax += lines[-1]["tax_amount"]
+        discounts = sum(d.get("amount") or 0 for d in p.get("discounts", []))
+        expected = sub_total + tax - discounts + (p.get("round_off") or 0)
+        if p["total"] != expected:
+            raise wrong_value(
+                "total", f"{p['total']} does not match the lines, taxes and discounts ({expected})"
+            )
+        payments = []
+        for i, payment in enumerate(p.get("payments", [])):
+            for name in ("amount", "payment_method"):
+                if payment.get(name) is None:
+                    raise blank(f"payments[{name}][{i}]")
+            payments.append({
+                "txn_id": payment.get("id") or _new_id("txn_"),
+                "applied_amount": payment["amount"],
+                "applied_at": payment.get("date") or p["date"],
+                "txn_status": "success",
+                "txn_date": payment.get("date") or p["date"],
+                "txn_amount": payment["amount"],
+            })  # fmt: skip
+        paid = sum(payment["applied_amount"] for payment in payments)
+        status = p.get("status") or ("paid" if paid >= p["total"] else "payment_due")
+        invoice = {
+            "id": p["id"],
+            "customer_id": customer["id"],
+            "recurring": False,
+            "status": status,
+            "price_type": p.get("price_type") or "tax_exclusive",
+            "date": p["date"],
+            "due_date": p.get("due_date") or p["date"],
+            "net_term_days": p.get("net_term_days") or 0,
+            "exchange_rate": 1.0,
+            "currency_code": p["currency_code"],
+            "total": p["total"],
+            "amount_paid": paid,
+            "amount_adjusted": 0,
+            "write_off_amount": 0,
+            "credits_applied": 0,
+            "amount_due": max(p["total"] - paid, 0),
+            "paid_at": max((x["txn_date"] for x in payments), default=None)
+            if status == "paid"
+            else None,
+            "voided_at": p.get("voided_at"),
+            "po_number": p.get("po_number"),
+            "round_off_amount": p.get("round_off") or 0,
+            "first_invoice": False,
+            "has_advance_charges": False,
+            "term_finalized": True,
+            "is_gifted": False,
+            "sub_total": sub_total,
+            "tax": tax,
+            "line_items": lines,
+            "discounts": p.get("discounts"),
+            "taxes": p.get("taxes"),
+            "notes": p.get("notes"),
+            "linked_payments": payments,
+            "billing_address": _address(p.get("billing_address"), "billing_address"),
+            "shipping_address": _address(p.get("shipping_address"), "shipping_address"),
+            "business_entity_id": customer["business_entity_id"],
+            "deleted": False,
+            "object": "invoice",
+        }
+        return self.save("invoice", invoice)
+
+    def _invoice_line(self, line: dict, i: int, currency: str, customer_id: str) -> dict:
+        if not line.get("description"):
+            raise blank(f"line_items[description][{i}]")
+        entity_type = line.get("entity_type") or "adhoc"
+        if entity_type in ops.ITEM_PRICE_ENTITIES:
+            param = f"line_items[entity_id][{i}]"
+            if not line.get("entity_id"):
+                raise blank(param)
+            price = self.store.get("item_price", line["entity_id"])
+            if price is None or price["status"] == "deleted":
+                raise not_found("item_price", line["entity_id"], param)
+            if price["currency_code"] != currency:
+                raise wrong_value(
+                    param, f"item price is in {price['currency_code']}, not {currency}"
+                )
+        quantity = line.get("quantity") or 1
+        unit_amount = line.get("unit_amount")
+        amount = line.get("amount")
+        if amount is None:
+            amount = quantity * (unit_amount or 0)
+        if unit_amount is None:
+            unit_amount = amount // quantity
+        tax = sum(line.get(f"tax{n}_amount") or 0 for n in range(1, 11))
+        return {
+            "id": line.get("id") or _new_id("li_"),
+            "date_from": line.get("date_from"),
+            "date_to": line.get("date_to"),
+            "unit_amount": unit_amount,
+            "quantity": quantity,
+            "amount": amount,
+            "pricing_model": "flat_fee",
+            "is_taxable": tax > 0,
+            "tax_amount": tax,
+            "customer_id": customer_id,
+            "description": line["description"],
+            "entity_type": entity_type,
+            "entity_id": line.get("entity_id"),
+            "discount_amount": 0,
+            "item_level_discount_amount": 0,
+            "object": "line_item",
+        }
+
+    def delete_invoice(self, id_: str) -> dict:
+        validate(_form(), {"comment": s(300), "claim_credits": BOOL})
+        invoice = self.live("invoice", id_)
+        invoice["deleted"] = True
+        for order in self.store.all("order"):  # its orders hang off it: they go too
+            if order["invoice_id"] == id_ and not order.get("deleted"):
+                self.store.save("order", {**order, "deleted": True})
+        return self.save("invoice", invoice)
+
+    def list_invoices(self) -> dict:
+        return self.listing("invoice", ops.INVOICE_FILTERS, ("date", "updated_at"), deletable=True)
+
+    # ---------------------------------------------------------------- orders
+
+    def create_order(self) -> dict:
+        """The legacy manual path: an order on any invoice, legacy statuses only."""
+        p = validate(_form(), ops.ORDER_CREATE, ("invoice_id",))
+        now = self.store.now()
+        return self._new_order(
+            {"status": "new", **p, "created_at": now, "order_date": now}, imported=False
+        )
+
+    def import_order(self) -> dict:
+        required = ("invoice_id", "status", "created_at", "order_date", "shipping_date")
+        return self._new_order(validate(_form(), ops.ORDER_IMPORT, required), imported=True)
+
+    def _new_order(self, p: dict, *, imported: bool) -> dict:
+        id_ = _check_id(p.pop("id", None) or _new_id())
+        if self.store.get("order", id_):
+            raise duplicate("id", id_)
+        invoice = self.live("invoice", p["invoice_id"], "invoice_id")
+        if p.get("customer_id") and p["customer_id"] != invoice["customer_id"]:
+            raise wrong_value("customer_id", "is not the customer of the invoice")
+        count = len(self.store.all("order")) + 1
+        order = {
+            "id": id_,
+            "document_number": str(count),
+            "order_type": "manual",
+            "price_type": invoice["price_type"],
+            **p,
+            "customer_id": invoice["customer_id"],
+            "payment_status": "paid" if invoice["status"] == "paid" else "not_paid",
+            "status_update_at": p["created_at"],
+            "currency_code": invoice["currency_code"],
+            "sub_total": invoice["sub_total"],
+            "tax": invoice["tax"],
+            "total": invoice["total"],
+            "amount_paid": invoice["amount_paid"],
+            "amount_adjustments": 0,
+            "refundable_credits_issued": p.get("refundable_credits_issued") or 0,
+            "is_gifted": False,
+            "order_line_items": [self._order_line(line, invoice) for line in invoice["line_items"]],
+            "shipping_address": _address(p.get("shipping_address"), "shipping_address"),
+            "billing_address": _address(p.get("billing_address"), "billing_address"),
+            "business_entity_id": invoice.get("business_entity_id"),
+            "deleted": False,
+            "object": "order",
+            "_imported": imported,
+        }
+        return self.save("order", order)
+
+    def _order_line(self, line: dict, invoice: dict) -> dict:
+        price = self.store.get("item_price", line.get("entity_id") or "")
+        item = self.store.get("item", price["item_id"]) if price else None
+        return {
+            "id": _new_id("oli_"),
+            "invoice_id": invoice["id"],
+            "invoice_line_item_id": line["id"],
+            "unit_price": line["unit_amount"],
+            "description": line["description"],
+            "amount": line["amount"],
+            "fulfillment_quantity": line["quantity"],
+            "fulfillment_amount": line["amount"],
+            "tax_amount": line["tax_amount"],
+            "amount_paid": line["amount"] if invoice["status"] == "paid" else 0,
+            "is_shippable": bool(item and item.get("is_shippable")),
+            "sku": (price or {}).get("accounting_detail", {}).get("sku"),
+            "status": "queued",
+            "entity_type": line["entity_type"],
+            "entity_id": line.get("entity_id"),
+            "object": "order_line_item",
+        }
+
+    def update_order(self, id_: str) -> dict:
+        p = validate(_form(), ops.ORDER_UPDATE)
+        order = self.live("order", id_)
+        lines = {line["id"]: line for line in order["order_line_items"]}
+        for i, change in enumerate(p.pop("order_line_items", [])):
+            if change.get("id") not in lines:
+                raise not_found("order_line_item", change.get("id"), f"order_line_items[id][{i}]")
+            lines[change["id"]].update({k: v for k, v in change.items() if v is not None})
+        if "shipping_address" in p:
+            p["shipping_address"] = _address(p["shipping_address"], "shipping_address")
+        if p.get("status") and p["status"] != order["status"]:
+            order["status_update_at"] = self.store.now()
+        order.update(p)
+        if not order.get("status"):
+            raise blank("status")
+        return self.save("order", order)
+
+    def cancel_order(self, id_: str) -> dict:
+        p = validate(_form(), ops.ORDER_CANCEL, ("cancellation_reason",))
+        order = self.live("order", id_)
+        if order["status"] == "cancelled":
+            raise invalid_state(f"order {id_} is already cancelled")
+        now = self.store.now()
+        order.update(
+            status="cancelled",
+            status_update_at=now,
+            cancelled_at=p.get("cancelled_at") or now,
+            cancellation_reason=p["cancellation_reason"],
+            note=p.get("comment") or order.get("note"),
+        )
+        return self.save("order", order)
+
+    def delete_order(self, id_: str) -> dict:
+        order = self.live("order", id_)
+        if not order["_imported"]:
+            raise invalid_state("only imported orders can be deleted")
+        order["deleted"] = True
+        return self.save("order", order)
+
+    def list_orders(self) -> dict:
+        return self.listing(
+            "order", ops.ORDER_FILTERS, ("created_at", "updated_at"), deletable=True
+        )
+
+
+def _same_year(first: int, second: int) -> bool:
+    def year(ts: int) -> int:
+        return datetime.datetime.fromtimestamp(ts, datetime.UTC).year
+
+    return year(first) == year(second)

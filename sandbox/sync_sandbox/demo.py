@@ -1,0 +1,98 @@
+"""`make demo`: start both sandboxes on loopback with generated data and say how to reach them.
+
+State lives in `.demo/` (databases, logs, pids); the API keys go to `.env`, where Meltano reads
+them, so they are never printed. `make stop` stops the servers; the data stays for the next run.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+import requests
+
+from sync_sandbox.process import start_sandbox
+
+DEMO_DIR = Path(".demo")
+ENV_FILE = Path(".env")
+PORTS = {"customwebshop": 8765, "chargebee": 8766}
+KEY_VARIABLES = {"customwebshop": "DEMO_WEBSHOP_API_KEY", "chargebee": "DEMO_CHARGEBEE_API_KEY"}
+GENERATE = ["--generate", "customers=200,products=60,orders=400", "--seed", "42"]
+
+
+def read_env() -> dict[str, str]:
+    if not ENV_FILE.exists():
+        return {}
+    pairs = (line.split("=", 1) for line in ENV_FILE.read_text().splitlines() if "=" in line)
+    return {name.strip(): value.strip() for name, value in pairs}
+
+
+def demo_keys() -> dict[str, str]:
+    """The sandboxes' keys, made once per checkout and kept in .env (gitignored)."""
+    env = read_env()
+    missing = [v for v in KEY_VARIABLES.values() if v not in env]
+    if missing:
+        with ENV_FILE.open("a") as out:
+            for variable in missing:
+                env[variable] = "demo_" + secrets.token_hex(12)
+                out.write(f"{variable}={env[variable]}\n")
+    return {kind: env[variable] for kind, variable in KEY_VARIABLES.items()}
+
+
+def api_root(kind: str) -> str:
+    path = "/api/v1" if kind == "customwebshop" else "/api/v2"
+    return f"http://127.0.0.1:{PORTS[kind]}{path}"
+
+
+def is_running(kind: str) -> bool:
+    try:
+        requests.get(f"http://127.0.0.1:{PORTS[kind]}/_sandbox/stats", timeout=2)
+    except requests.ConnectionError:
+        return False
+    return True
+
+
+def start() -> None:
+    DEMO_DIR.mkdir(exist_ok=True)
+    keys = demo_keys()
+    for kind, port in PORTS.items():
+        if is_running(kind):
+            print(f"{kind}: already running at {api_root(kind)}")
+            continue
+        db = DEMO_DIR / f"{kind}.db"
+        extra = GENERATE if kind == "customwebshop" and not db.exists() else []
+        sandbox = start_sandbox(
+            kind, str(db), keys[kind], *extra, port=port, log=str(DEMO_DIR / f"{kind}.log")
+        )
+        (DEMO_DIR / f"{kind}.pid").write_text(str(sandbox.process.pid))
+        print(f"{kind}: started at {api_root(kind)} (pid {sandbox.process.pid})")
+    webshop_key = "$" + KEY_VARIABLES["customwebshop"]
+    print(
+        f"""
+Both sandboxes run on loopback; their API keys are in .env (never printed).
+  set -a; . ./.env; set +a
+  curl -s -H "X-API-Key: {webshop_key}" '{api_root("customwebshop")}/customers?limit=2'
+  curl -s -u "${KEY_VARIABLES["chargebee"]}:" '{api_root("chargebee")}/customers?limit=2'
+Request counts: http://127.0.0.1:PORT/_sandbox/stats on either port.
+Contracts: docs/customwebshop-api.md, docs/chargebee-emulator.md. Stop with `make stop`."""
+    )
+
+
+def stop() -> None:
+    for kind in PORTS:
+        pid_file = DEMO_DIR / f"{kind}.pid"
+        if not pid_file.exists():
+            continue
+        try:
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            print(f"{kind}: stopped")
+        except ProcessLookupError:
+            print(f"{kind}: was not running")
+        pid_file.unlink()
+
+
+if __name__ == "__main__":
+    {"start": start, "stop": stop}[sys.argv[1] if len(sys.argv) > 1 else "start"]()

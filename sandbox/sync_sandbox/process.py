@@ -1,0 +1,62 @@
+"""Start a sandbox as a child process on a free loopback port (tests, demo, benchmarks)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import requests
+
+COMMANDS = {"customwebshop": "customwebshop-sandbox", "chargebee": "chargebee-sandbox"}
+
+
+@dataclass
+class RunningSandbox:
+    kind: str
+    url: str  # http://127.0.0.1:PORT, without any API path
+    process: subprocess.Popen
+
+    def stats(self) -> dict:
+        return requests.get(self.url + "/_sandbox/stats", timeout=10).json()
+
+    def reset_stats(self) -> dict:
+        return requests.post(self.url + "/_sandbox/stats/reset", timeout=10).json()
+
+    def set_knobs(self, **changes) -> dict:
+        return requests.post(self.url + "/_sandbox/knobs", json=changes, timeout=10).json()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_sandbox(
+    kind: str, db: str, api_key: str, *extra: str, port: int = 0, log: str | None = None
+) -> RunningSandbox:
+    """Run `<kind>-sandbox --port 0 ...` and wait for its READY line. With `log`, the server's
+    stderr goes to that file and it runs in its own session, so it outlives its parent (demo)."""
+    command = shutil.which(COMMANDS[kind]) or os.path.join(
+        os.path.dirname(sys.executable), COMMANDS[kind]
+    )
+    process = subprocess.Popen(
+        [command, "--port", str(port), "--db", db, "--api-key", api_key, *extra],
+        stdout=subprocess.PIPE,
+        stderr=open(log, "a") if log else None,  # noqa: SIM115 (the child owns it)
+        start_new_session=log is not None,
+        text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("READY "):
+            url = line.split()[1]
+            return RunningSandbox(kind, url, process)
+    process.wait()
+    raise RuntimeError(f"{COMMANDS[kind]} exited with {process.returncode} before it was ready")

@@ -1,0 +1,230 @@
+"""What both sandboxes share: API-key check, rate limits, injected faults, latency, request
+counts, and serving a Flask app on loopback.
+
+Each sandbox builds its Flask app, then calls `install(app, ...)` once. The hooks run before
+every API request (auth, limits, faults) and after it (counts, "commit then drop the response").
+Paths under `/_sandbox/` are the inspection and control endpoints; they skip all of that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.serving import make_server
+
+CONTROL_PREFIX = "/_sandbox/"
+WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+@dataclass
+class Knobs:
+    """Run-time behaviour of a sandbox; every field is a CLI flag and settable via
+    `POST /_sandbox/knobs` with a JSON object of the fields to change."""
+
+    requests_per_minute: int = 0  # rolling 60 s window; 0 = unlimited
+    max_concurrency: int = 0  # requests in flight at once; 0 = unlimited
+    latency_ms: float = 0.0  # added to every API request
+    error_rate: float = 0.0  # share of requests answered with a 5xx before doing anything
+    timeout_rate: float = 0.0  # share of requests that hang for `hang_seconds`, then drop
+    drop_response_rate: float = 0.0  # share of writes committed, then the connection closed
+    hang_seconds: float = 30.0
+    seed: int | None = None  # makes the fault draws repeatable
+
+    def update(self, changes: dict) -> None:
+        known = {f.name: f.type for f in fields(self)}
+        for name, value in changes.items():
+            if name not in known:
+                raise ValueError(f"unknown knob {name!r}; known: {sorted(known)}")
+            setattr(self, name, value)
+
+
+class RateWindow:
+    """Rolling 60-second request counter: says whether one more request fits, and if not,
+    in how many seconds the oldest one leaves the window."""
+
+    def __init__(self) -> None:
+        self._times: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def admit(self, limit: int) -> float:
+        """Return 0 and count the request if it fits, else the seconds to wait (nothing counted)."""
+        now = time.monotonic()
+        with self._lock:
+            while self._times and now - self._times[0] >= 60:
+                self._times.popleft()
+            if limit and len(self._times) >= limit:
+                return 60 - (now - self._times[0])
+            self._times.append(now)
+            return 0.0
+
+
+@dataclass
+class Refusal:
+    """How a sandbox words a refusal in its own API's error format."""
+
+    status: int
+    code: str
+    message: str
+    retry_after: float | None = None
+
+
+ErrorRenderer = Callable[[Refusal], Response]
+Authenticator = Callable[[], bool]
+
+
+class Sandbox:
+    """The shared behaviour installed on one Flask app."""
+
+    def __init__(
+        self, app: Flask, knobs: Knobs, authenticate: Authenticator, render: ErrorRenderer
+    ):
+        self.app = app
+        self.knobs = knobs
+        self.authenticate = authenticate
+        self.render = render
+        self.window = RateWindow()
+        self.counts: Counter[tuple[str, int]] = Counter()
+        self.in_flight = 0
+        self._lock = threading.Lock()
+        self._random = random.Random(knobs.seed)
+        app.before_request(self._before)
+        app.after_request(self._after)
+        app.teardown_request(self._teardown)
+        app.add_url_rule(CONTROL_PREFIX + "stats", "_sandbox.stats", self._stats, methods=["GET"])
+        app.add_url_rule(
+            CONTROL_PREFIX + "stats/reset", "_sandbox.reset", self._reset, methods=["POST"]
+        )
+        app.add_url_rule(
+            CONTROL_PREFIX + "knobs", "_sandbox.knobs", self._knobs, methods=["GET", "POST"]
+        )
+
+    def _draw(self, share: float) -> bool:
+        with self._lock:
+            return share > 0 and self._random.random() < share
+
+    def _before(self) -> Response | None:
+        if request.path.startswith(CONTROL_PREFIX):
+            return None
+        g.counted_in_flight = False
+        if not self.authenticate():
+            return self.render(Refusal(401, "unauthorized", "missing or invalid API key"))
+        wait = self.window.admit(self.knobs.requests_per_minute)
+        if wait:
+            return self.render(
+                Refusal(429, "rate_limited", "request rate limit exceeded", retry_after=wait)
+            )
+        with self._lock:
+            if self.knobs.max_concurrency and self.in_flight >= self.knobs.max_concurrency:
+                busy = True
+            else:
+                busy = False
+                self.in_flight += 1
+                g.counted_in_flight = True
+        if busy:
+            return self.render(
+                Refusal(429, "rate_limited", "too many concurrent requests", retry_after=1)
+            )
+        if self.knobs.latency_ms:
+            time.sleep(self.knobs.latency_ms / 1000)
+        if self._draw(self.knobs.timeout_rate):
+            time.sleep(self.knobs.hang_seconds)
+            _drop_connection()
+            return Response(status=500)  # never reaches the client: the socket is gone
+        if self._draw(self.knobs.error_rate):
+            status = self._random.choice([500, 502, 503])
+            return self.render(Refusal(status, "injected_fault", "injected server error"))
+        return None
+
+    def _after(self, response: Response) -> Response:
+        if request.path.startswith(CONTROL_PREFIX):
+            return response
+        with self._lock:
+            self.counts[(request.endpoint or "unknown", response.status_code)] += 1
+        if (
+            request.method in WRITE_METHODS
+            and response.status_code < 300
+            and self._draw(self.knobs.drop_response_rate)
+        ):
+            _drop_connection()  # the write is committed; the client never hears of it
+        return response
+
+    def _teardown(self, _exc: BaseException | None) -> None:
+        if g.get("counted_in_flight"):
+            with self._lock:
+                self.in_flight -= 1
+
+    def _stats(self) -> Response:
+        with self._lock:
+            by_operation: dict[str, dict[str, int]] = {}
+            for (operation, status), n in sorted(self.counts.items()):
+                by_operation.setdefault(operation, {})[str(status)] = n
+            total = sum(self.counts.values())
+        return jsonify({"total": total, "operations": by_operation})
+
+    def _reset(self) -> Response:
+        with self._lock:
+            self.counts.clear()
+        return self._stats()
+
+    def _knobs(self) -> Response:
+        if request.method == "POST":
+            try:
+                self.knobs.update(request.get_json(force=True) or {})
+            except (ValueError, TypeError) as exc:
+                return jsonify({"error": str(exc)}), 400
+            if "seed" in (request.get_json(silent=True) or {}):
+                self._random.seed(self.knobs.seed)
+        return jsonify(asdict(self.knobs))
+
+
+def _drop_connection() -> None:
+    """Close the client's socket without an answer, as a crashed proxy or lost packet would."""
+    sock = request.environ.get("werkzeug.socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, default_port: int) -> None:
+    """The flags every sandbox takes: where to listen, where to keep state, the key, the knobs."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    parser.add_argument("--port", type=int, default=default_port, help="0 picks a free port")
+    parser.add_argument("--db", required=True, help="SQLite file that keeps the state")
+    parser.add_argument("--api-key", required=True, help="the only API key accepted")
+    for f in fields(Knobs):
+        flag = "--" + f.name.replace("_", "-")
+        kind = {"int": int, "float": float, "int | None": int}.get(str(f.type), float)
+        parser.add_argument(flag, type=kind, default=f.default, help=f"knob (default {f.default})")
+
+
+def knobs_from_arguments(args: argparse.Namespace) -> Knobs:
+    return Knobs(**{f.name: getattr(args, f.name) for f in fields(Knobs)})
+
+
+def serve(app: Flask, host: str, port: int, name: str) -> None:
+    """Serve until SIGTERM/SIGINT. Prints `READY <url>` once listening, so a parent process
+    that passed port 0 can read the port chosen."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+    server = make_server(host, port, app, threaded=True)
+    server.daemon_threads = True
+
+    def stop(_signum, _frame):
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"READY http://{host}:{server.port} ({name})", flush=True)
+    server.serve_forever()
+    sys.stdout.flush()
