@@ -86,6 +86,11 @@ class ApiError(Exception):
         return text
 
     @property
+    def reason(self) -> str:
+        """The far side's own words, for a dead letter or a report."""
+        return f"{self.code}: {self.message}" + (f" (param: {self.param})" if self.param else "")
+
+    @property
     def is_refusal(self) -> bool:
         """The server refused this request for its content (a 4xx that is about the record,
         not about the key, its permissions or the rate limit): report it, do not retry it."""
@@ -134,6 +139,7 @@ class ApiClient:
         self.timeout = (connect_timeout, read_timeout)
         self._parse_error = parse_error or (lambda body: None)
         self._backoff_base = backoff_base
+        self._max_time = max_time
         self._backoff_cap = backoff_cap
         self._secrets = _secret_values(auth, auth_headers)
         self._session = requests.Session()
@@ -242,6 +248,8 @@ class ApiClient:
         if response.status_code == 429:
             if retry_after is not None:
                 self.throttle.pause(retry_after)  # everyone waits, not only this caller
+                if retry_after > self._max_time:  # longer than we may wait: give up now
+                    raise error
             raise _Retry(error, retry_after)
         if retry_any_failure and response.status_code >= 500:
             raise _Retry(error, retry_after)

@@ -65,6 +65,9 @@ class Link:
     chargebee_version: Version = None
     chargebee_hash: str | None = None
     chargebee_synced_at: datetime.datetime | None = None
+    #: The Chargebee id the sync derives from the webshop id; differs from `chargebee_id`
+    #: when the link was made by matching an existing record.
+    deterministic_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ _links = sa.Table(
     sa.Column("chargebee_version", sa.JSON(none_as_null=True)),
     sa.Column("chargebee_hash", sa.Text),
     sa.Column("chargebee_synced_at", _UtcDateTime),
+    sa.Column("deterministic_id", sa.String(255)),
     sa.UniqueConstraint("resource", "webshop_id", name="links_webshop_key"),
     sa.UniqueConstraint("resource", "chargebee_id", name="links_chargebee_key"),
 )
@@ -164,6 +168,17 @@ class LinkStore:
     def get_by_chargebee(self, resource: str, chargebee_id: str) -> Link | None:
         return self._one(resource, _links.c.chargebee_id == str(chargebee_id))
 
+    def get_by_deterministic(self, resource: str, deterministic_id: str) -> Link | None:
+        """The link of the record whose derived Chargebee id is `deterministic_id` (it may
+        live under another id in Chargebee, when it was matched)."""
+        return self._one(
+            resource,
+            sa.or_(
+                _links.c.deterministic_id == str(deterministic_id),
+                _links.c.chargebee_id == str(deterministic_id),
+            ),
+        )
+
     def save(
         self,
         resource: str,
@@ -174,12 +189,15 @@ class LinkStore:
         webshop_hash: str | None = None,
         chargebee_version: Version = None,
         chargebee_hash: str | None = None,
+        deterministic_id: str | None = None,
     ) -> Link:
         """Create or update the link of webshop record `webshop_id` (it may move to another
         Chargebee id) and record what the sync wrote to or saw on each side. A side's state
         left out (None) keeps its stored value; a side given is stamped with the time now."""
         now = datetime.datetime.now(datetime.UTC)
         given = {"chargebee_id": str(chargebee_id)}
+        if deterministic_id is not None:
+            given["deterministic_id"] = str(deterministic_id)
         for side, version, hash_ in (
             ("webshop", webshop_version, webshop_hash),
             ("chargebee", chargebee_version, chargebee_hash),
@@ -206,7 +224,7 @@ class LinkStore:
     def _one(self, resource: str, condition: sa.ColumnElement[bool]) -> Link | None:
         query = sa.select(*_LINK_COLUMNS).where(_links.c.resource == resource, condition)
         with self._engine.connect() as db:
-            row = db.execute(query).one_or_none()
+            row = db.execute(query.limit(1)).first()
         return Link(**row._mapping) if row else None
 
     # ---------------------------------------------------------------- dead letters

@@ -33,14 +33,15 @@ class Knobs:
     """Run-time behaviour of a sandbox; every field is a CLI flag and settable via
     `POST /_sandbox/knobs` with a JSON object of the fields to change."""
 
-    requests_per_minute: int = 0  # rolling 60 s window; 0 = unlimited
+    requests_per_minute: int = 0  # per rolling window; 0 = unlimited
+    rate_window_seconds: float = 60.0  # the window's length (shorter in tests)
     max_concurrency: int = 0  # requests in flight at once; 0 = unlimited
     latency_ms: float = 0.0  # added to every API request
     error_rate: float = 0.0  # share of requests answered with a 5xx before doing anything
     timeout_rate: float = 0.0  # share of requests that hang for `hang_seconds`, then drop
     drop_response_rate: float = 0.0  # share of writes committed, then the connection closed
     hang_seconds: float = 30.0
-    seed: int | None = None  # makes the fault draws repeatable
+    seed: int | None = None  # makes the fault draws (and generated data) repeatable
 
     def update(self, changes: dict) -> None:
         known = {f.name: f.type for f in fields(self)}
@@ -51,21 +52,21 @@ class Knobs:
 
 
 class RateWindow:
-    """Rolling 60-second request counter: says whether one more request fits, and if not,
-    in how many seconds the oldest one leaves the window."""
+    """Rolling request counter: says whether one more request fits, and if not, in how many
+    seconds the oldest one leaves the window."""
 
     def __init__(self) -> None:
         self._times: deque[float] = deque()
         self._lock = threading.Lock()
 
-    def admit(self, limit: int) -> float:
+    def admit(self, limit: int, window: float) -> float:
         """Return 0 and count the request if it fits, else the seconds to wait (nothing counted)."""
         now = time.monotonic()
         with self._lock:
-            while self._times and now - self._times[0] >= 60:
+            while self._times and now - self._times[0] >= window:
                 self._times.popleft()
             if limit and len(self._times) >= limit:
-                return 60 - (now - self._times[0])
+                return window - (now - self._times[0])
             self._times.append(now)
             return 0.0
 
@@ -120,7 +121,7 @@ class Sandbox:
         g.counted_in_flight = False
         if not self.authenticate():
             return self.render(Refusal(401, "unauthorized", "missing or invalid API key"))
-        wait = self.window.admit(self.knobs.requests_per_minute)
+        wait = self.window.admit(self.knobs.requests_per_minute, self.knobs.rate_window_seconds)
         if wait:
             return self.render(
                 Refusal(429, "rate_limited", "request rate limit exceeded", retry_after=wait)

@@ -1,0 +1,1 @@
+"""A reference implementation of the Customwebshop API (the contract the sync expects)."""

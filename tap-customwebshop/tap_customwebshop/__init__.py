@@ -1,0 +1,1 @@
+"""Singer tap for the Customwebshop API: customers, products, orders, incremental by updated_at."""

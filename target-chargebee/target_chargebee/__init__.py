@@ -1,0 +1,1 @@
+"""Singer target that upserts webshop records, already in Chargebee shape, into Chargebee."""

@@ -1,0 +1,439 @@
+"""One RecordSink per Chargebee resource. Records are written as they arrive (a RecordSink
+keeps arrival order); the shared upsert logic lives in `engine.py`, what differs per resource
+(calls, which fields an update may carry, how an existing record is found) lives here."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from singer_sdk.sinks import RecordSink
+
+from sync_common.http import ApiError
+from target_chargebee.engine import Engine, Job, Rejected
+from target_chargebee.params import Params, differences, digest, drop, part_hash, select
+
+if TYPE_CHECKING:
+    from singer_sdk import Target
+
+OBJECT_NAMES = {
+    "customers": "customer",
+    "items": "item",
+    "item_prices": "item_price",
+    "invoices": "invoice",
+    "orders": "order",
+    "item_families": "item_family",
+}
+
+CREATED, MATCHED, UPDATED, DELETED = "created", "matched", "updated", "deleted"
+
+
+class ResourceSink(RecordSink):
+    """The upsert of one Chargebee resource."""
+
+    resource: ClassVar[str]
+    object_name: ClassVar[str]
+    create_path: ClassVar[str]
+    #: Reference params (deterministic ids of parents) -> the parent's resource.
+    references: ClassVar[dict[str, str]] = {}
+    #: Params Chargebee takes at create only; an update leaves them out.
+    create_only: ClassVar[frozenset[str]] = frozenset({"id"})
+    #: Params an update sends empty when the record has no value (Chargebee clears them).
+    clearable: ClassVar[frozenset[str]] = frozenset()
+    #: Look for an existing Chargebee record before creating (customers: by e-mail).
+    match_before_create: ClassVar[bool] = False
+    #: Create a record that arrives already deleted (items: yes, archived; others: no).
+    create_deleted: ClassVar[bool] = False
+    #: A deleted record is gone from Chargebee (customers, orders), not archived (items).
+    delete_removes: ClassVar[bool] = True
+
+    def __init__(self, target: Target, *args: Any, **kwargs: Any) -> None:
+        super().__init__(target, *args, **kwargs)
+        self.engine: Engine = target.engine  # type: ignore[attr-defined]
+
+    def process_record(self, record: dict, context: dict) -> None:
+        self.engine.submit(self, record)
+
+    # ------------------------------------------------------------ what each resource defines
+
+    def reference_keys(self, params: Params) -> list[tuple[str, str]]:
+        return [(key, resource) for key, resource in self.references.items() if key in params]
+
+    def content(self, job: Job) -> Params:
+        """Everything Chargebee should hold for this record."""
+        return job.params
+
+    def hash_parts(self, job: Job) -> dict[str, str]:
+        parts = {"main": part_hash(drop(self.content(job), ["id"]))}
+        if job.deleted:
+            parts["deleted"] = "1"
+        return parts
+
+    def updatable(self, job: Job) -> Params:
+        return drop(self.content(job), self.create_only)
+
+    def find_existing(self, job: Job) -> dict | None:
+        """The Chargebee record this one is, when it has no link yet: by deterministic id."""
+        return self.engine.retrieve(self.resource, job.det_id)
+
+    def do_create(self, job: Job) -> dict:
+        return self.engine.write(job, "create", self.create_path, self.content(job))
+
+    def update(self, job: Job, changed: set[str]) -> str:
+        self.engine.write(
+            job,
+            "update",
+            f"/{self.resource}/{job.chargebee_id}",
+            self.updatable(job),
+            clear=self.clearable,
+        )
+        return UPDATED
+
+    def remove(self, job: Job) -> str:
+        raise Rejected(f"deleting a {self.object_name} in Chargebee is not supported")
+
+    def restore(self, job: Job) -> str:
+        """The record was deleted and is back (undeleted in the webshop)."""
+        return self.update(job, set(self.hash_parts(job)))
+
+    # ------------------------------------------------------------ shared flow
+
+    def create(self, job: Job) -> str:
+        if self.match_before_create or self.engine.dry_run:
+            remote = self.find_existing(job)
+            if remote is not None:
+                return self.adopt(job, remote)
+            if self.engine.dry_run:
+                self.before_create(job)
+                return CREATED
+        self.before_create(job)
+        try:
+            self.do_create(job)
+        except ApiError as error:
+            if error.code != "duplicate_entry":
+                raise
+            # It exists already: a lost response, a lost link store, or a record made by hand.
+            remote = self.find_existing(job)
+            if remote is None:
+                raise
+            return self.adopt(job, remote)
+        self.after_create(job)
+        return CREATED
+
+    def before_create(self, job: Job) -> None:
+        """Preparations a create needs (the item family)."""
+
+    def after_create(self, job: Job) -> None:
+        """Follow-up writes a create needs (archive an inactive item)."""
+
+    @staticmethod
+    def link_to(job: Job, remote: dict) -> None:
+        job.chargebee_id = str(remote["id"])
+        job.version = remote.get("resource_version")
+
+    def adopt(self, job: Job, remote: dict) -> str:
+        """Link to an existing Chargebee record and write what differs from the record."""
+        self.link_to(job, remote)
+        fixed = [k for k in differences(self.fixed_params(job), remote) if k != "id"]
+        if fixed:
+            raise Rejected(
+                f"a Chargebee {self.object_name} {job.chargebee_id} exists with different "
+                f"{', '.join(sorted(fixed))}, which cannot be changed after creation",
+                fields=sorted(fixed),
+            )
+        if differences(self.updatable(job), remote):
+            self.update(job, set(self.hash_parts(job)))
+        return MATCHED
+
+    def fixed_params(self, job: Job) -> Params:
+        return select(self.content(job), self.create_only)
+
+
+# ---------------------------------------------------------------------------- customers
+
+
+class CustomersSink(ResourceSink):
+    """Customers: created in a business entity; update sends the non-address fields,
+    update_billing_info the full billing address; a change of entity is a transfer."""
+
+    resource = "customers"
+    object_name = "customer"
+    create_path = "/customers"
+    create_only = frozenset({"id", "business_entity_id", "billing_address"})
+    clearable = frozenset({"first_name", "last_name", "email", "company", "phone"})
+    match_before_create = True
+
+    def entity(self, job: Job) -> str | None:
+        return job.params.get("business_entity_id") or self.config.get("business_entity_id")
+
+    def content(self, job: Job) -> Params:
+        params = dict(job.params)
+        params["business_entity_id"] = self.entity(job)
+        return params
+
+    def address(self, job: Job) -> Params:
+        return select(job.params, ["billing_address"])
+
+    def hash_parts(self, job: Job) -> dict[str, str]:
+        parts = {
+            "main": part_hash(self.updatable(job)),
+            "address": part_hash(self.address(job)),
+            "entity": digest(self.entity(job) or "", 16),
+        }
+        if job.deleted:
+            parts["deleted"] = "1"
+        return parts
+
+    def find_existing(self, job: Job) -> dict | None:
+        """By deterministic id, else by e-mail: one customer with that e-mail is this one;
+        several are ambiguous (reported with their ids, not guessed)."""
+        email = job.params.get("email")
+        if not email:
+            return self.engine.retrieve(self.resource, job.det_id)
+        candidates = self.engine.list(self.resource, **{"email[is]": email})
+        ours = [c for c in candidates if c.get("id") == job.det_id]
+        if ours:
+            return ours[0]
+        if not candidates:
+            return None  # a create answering duplicate_entry finds the id later
+        by_id = self.engine.retrieve(self.resource, job.det_id)
+        if by_id is not None:
+            return by_id
+        if len(candidates) == 1:
+            return candidates[0]
+        ids = sorted(str(c.get("id")) for c in candidates)
+        raise Rejected(
+            f"ambiguous: {len(ids)} Chargebee customers have this e-mail ({', '.join(ids)}); "
+            "link one by hand or merge them",
+            candidates=ids,
+        )
+
+    def update(self, job: Job, changed: set[str]) -> str:
+        customer = f"/customers/{job.chargebee_id}"
+        if "main" in changed:
+            self.engine.write(job, "update", customer, self.updatable(job), clear=self.clearable)
+        if "address" in changed:
+            # update_billing_info replaces the whole address: always send all of it.
+            self.engine.write(job, "billing", f"{customer}/update_billing_info", self.address(job))
+        if "entity" in changed and self.entity(job):
+            self.transfer(job)
+        return UPDATED
+
+    def transfer(self, job: Job) -> None:
+        self.engine.write(
+            job,
+            "transfer",
+            "/business_entities/transfers",
+            {
+                "active_resource_ids[0]": job.chargebee_id,
+                "destination_business_entity_ids[0]": self.entity(job),
+                "reason_codes[0]": "correction",
+                "resource_types[0]": "customer",
+            },
+            object_name="business_entity_transfer",
+        )
+
+    def adopt(self, job: Job, remote: dict) -> str:
+        self.link_to(job, remote)
+        changed = set()
+        if differences(self.updatable(job), remote):
+            changed.add("main")
+        if differences(self.address(job), remote):
+            changed.add("address")
+        wanted = self.entity(job)
+        if wanted and remote.get("business_entity_id") and remote["business_entity_id"] != wanted:
+            changed.add("entity")
+        if changed:
+            self.update(job, changed)
+        return MATCHED
+
+    def remove(self, job: Job) -> str:
+        """Chargebee's delete cascades to the customer's invoices: delete only a customer
+        without any; otherwise report it."""
+        invoices = self.engine.list("invoices", **{"customer_id[is]": job.chargebee_id, "limit": 1})
+        if invoices:
+            raise Rejected(
+                "deleted in the webshop, but the Chargebee customer has invoices, which "
+                "Chargebee would delete with it; not deleted"
+            )
+        self.engine.write(job, "delete", f"/customers/{job.chargebee_id}/delete", {})
+        return DELETED
+
+    def restore(self, job: Job) -> str:
+        return self.create(job)
+
+
+# ---------------------------------------------------------------------------- catalog
+
+
+class ItemsSink(ResourceSink):
+    """Items, in the item family of the `item_family_id` setting (created once if missing);
+    an inactive or deleted product is an archived item."""
+
+    resource = "items"
+    object_name = "item"
+    create_path = "/items"
+    create_only = frozenset({"id", "type", "item_family_id"})
+    clearable = frozenset({"description", "external_name"})
+    delete_removes = False
+
+    def content(self, job: Job) -> Params:
+        params = dict(job.params)
+        params.setdefault("item_family_id", self.config.get("item_family_id"))
+        if job.deleted:
+            params["status"] = "archived"
+        return params
+
+    def fixed_params(self, job: Job) -> Params:
+        return select(self.content(job), ["type"])
+
+    def find_existing(self, job: Job) -> dict | None:
+        """By id, then by name (item names are unique in Chargebee)."""
+        remote = self.engine.retrieve(self.resource, job.det_id)
+        if remote is None and job.params.get("name"):
+            found = self.engine.list(self.resource, **{"name[is]": job.params["name"]})
+            found = [r for r in found if r.get("status") != "deleted"]
+            remote = found[0] if found else None
+        return remote
+
+    def before_create(self, job: Job) -> None:
+        family = self.config.get("item_family_id")
+        if family and self.engine.once_per_run("item_family"):
+            self.engine.ensure_item_family(family)
+
+    def do_create(self, job: Job) -> dict:
+        params = drop(self.content(job), ["status"])  # create takes no status
+        return self.engine.write(job, "create", self.create_path, params)
+
+    def after_create(self, job: Job) -> None:
+        if self.content(job).get("status") == "archived":
+            self.engine.write(
+                job, "archive", f"/{self.resource}/{job.chargebee_id}", {"status": "archived"}
+            )
+
+    def remove(self, job: Job) -> str:
+        self.update(job, {"main"})
+        return DELETED
+
+
+class ItemPricesSink(ItemsSink):
+    """Item prices of the items; inactive or deleted: archived."""
+
+    resource = "item_prices"
+    object_name = "item_price"
+    create_path = "/item_prices"
+    references = {"item_id": "items"}
+    create_only = frozenset({"id", "item_id", "currency_code", "item_family_id"})
+    clearable = frozenset({"description", "external_name", "invoice_notes"})
+
+    def content(self, job: Job) -> Params:
+        params = dict(job.params)
+        if job.deleted:
+            params["status"] = "archived"
+        return params
+
+    def fixed_params(self, job: Job) -> Params:
+        return select(self.content(job), ["item_id", "currency_code"])
+
+    def before_create(self, job: Job) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------- sales
+
+
+class InvoicesSink(ResourceSink):
+    """Paid webshop orders, imported as paid invoices (client-chosen id, no collection).
+    Chargebee has no invoice update: a later change is reported, never silently dropped."""
+
+    resource = "invoices"
+    object_name = "invoice"
+    create_path = "/invoices/import_invoice"
+    references = {"customer_id": "customers"}
+    #: What a retrieved invoice is compared on (its payments come back as linked_payments).
+    compared = ("customer_id", "currency_code", "date", "total", "line_items")
+
+    def reference_keys(self, params: Params) -> list[tuple[str, str]]:
+        keys = super().reference_keys(params)
+        for key in params:
+            if key.startswith("line_items[entity_id]["):
+                kind = params.get(key.replace("[entity_id]", "[entity_type]", 1))
+                if kind in ("charge_item_price", "plan_item_price", "addon_item_price"):
+                    keys.append((key, "item_prices"))
+        return keys
+
+    def fixed_params(self, job: Job) -> Params:
+        return select(self.content(job), self.compared)
+
+    def update(self, job: Job, changed: set[str]) -> str:
+        remote = self.engine.retrieve(self.resource, job.chargebee_id)
+        detail = ""
+        if remote is not None:
+            fields = sorted({k.split("[")[0] for k in differences(self.fixed_params(job), remote)})
+            if fields:
+                detail = f" ({', '.join(fields)} differ)"
+        raise Rejected(
+            f"the order changed in the webshop after its invoice was imported{detail}; Chargebee "
+            "has no invoice update, so the change is not applied (void and re-import by hand)"
+        )
+
+    def adopt(self, job: Job, remote: dict) -> str:
+        self.link_to(job, remote)
+        different = sorted({k.split("[")[0] for k in differences(self.fixed_params(job), remote)})
+        if different:
+            raise Rejected(
+                f"Chargebee invoice {job.chargebee_id} exists with different "
+                f"{', '.join(different)}; invoices cannot be updated",
+                fields=different,
+            )
+        return MATCHED
+
+
+class OrdersSink(ResourceSink):
+    """Orders imported on their imported invoice; later changes (status, shipping, tracking,
+    dates) go through an order update; a deleted order is deleted (imported orders only)."""
+
+    resource = "orders"
+    object_name = "order"
+    create_path = "/orders/import_order"
+    references = {"invoice_id": "invoices", "customer_id": "customers"}
+    create_only = frozenset({"id", "invoice_id", "customer_id", "document_number", "created_at"})
+    clearable = frozenset(
+        {"note", "tracking_id", "tracking_url", "shipment_carrier", "fulfillment_status"}
+    )
+
+    def hash_parts(self, job: Job) -> dict[str, str]:
+        parts = {
+            "fixed": part_hash(drop(self.fixed_params(job), ["id"])),
+            "main": part_hash(self.updatable(job)),
+        }
+        if job.deleted:
+            parts["deleted"] = "1"
+        return parts
+
+    def update(self, job: Job, changed: set[str]) -> str:
+        if "fixed" in changed:
+            raise Rejected(
+                "the order's invoice, customer, number or creation date changed in the webshop; "
+                "Chargebee cannot change them on an existing order"
+            )
+        return super().update(job, changed)
+
+    def remove(self, job: Job) -> str:
+        self.engine.write(job, "delete", f"/orders/{job.chargebee_id}/delete", {})
+        return DELETED
+
+    def restore(self, job: Job) -> str:
+        return self.create(job)
+
+
+class DroppedStreamSink(RecordSink):
+    """A stream the stream maps drop (`products: __NULL__`); it never receives a record."""
+
+    def process_record(self, record: dict, context: dict) -> None:
+        raise AssertionError(f"a record of dropped stream {self.stream_name} arrived")
+
+
+SINKS: dict[str, type[ResourceSink]] = {
+    sink.resource: sink
+    for sink in (CustomersSink, ItemsSink, ItemPricesSink, InvoicesSink, OrdersSink)
+}

@@ -1,0 +1,261 @@
+"""target-chargebee: upserts records that arrive in Chargebee's shape into Chargebee."""
+
+from __future__ import annotations
+
+import copy
+import re
+import typing as t
+from pathlib import Path
+
+from singer_sdk import Target
+from singer_sdk import typing as th
+from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.mapper import RemoveRecordTransform
+
+from sync_common.chargebee import ChargebeeClient, chargebee_base_url
+from sync_common.http import ApiError
+from target_chargebee.engine import Engine
+from target_chargebee.report import default_report_dir
+from target_chargebee.sinks import SINKS, DroppedStreamSink
+from target_chargebee.store import Links, LinkStoreUnavailable
+
+if t.TYPE_CHECKING:
+    from singer_sdk.sinks import Sink
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,50}$")
+
+
+class TargetChargebee(Target):
+    """Writes `customers`, `items`, `item_prices`, `invoices` and `orders` to Chargebee as
+    idempotent upserts, through a link store that remembers which record is which."""
+
+    name = "target-chargebee"
+
+    config_jsonschema = th.PropertiesList(
+        th.Property(
+            "site",
+            th.StringType,
+            description="Chargebee site name: the API is https://{site}.chargebee.com/api/v2. "
+            "Required unless api_url is set.",
+        ),
+        th.Property(
+            "api_key",
+            th.StringType,
+            required=True,
+            secret=True,
+            description="A Chargebee API key with write access (HTTP Basic user name).",
+        ),
+        th.Property(
+            "api_url",
+            th.StringType,
+            description="Overrides https://{site}.chargebee.com/api/v2 (a proxy, the local "
+            "emulator), e.g. http://127.0.0.1:8766/api/v2.",
+        ),
+        th.Property(
+            "business_entity_id",
+            th.StringType,
+            description="Business entity new customers are placed in, unless a record's "
+            "`business_entity_id` (from the stream map) says otherwise. Empty: the site's "
+            "default entity. A linked customer whose entity changes is transferred.",
+        ),
+        th.Property(
+            "item_family_id",
+            th.StringType,
+            default="webshop",
+            description="Item family of the items this target creates; created once if missing.",
+        ),
+        th.Property(
+            "link_store_url",
+            th.StringType,
+            description="SQLAlchemy URL of the link store (which webshop record is which "
+            "Chargebee record, and what each side last held). Default: SQLite inside the "
+            "Meltano project. Use postgresql+psycopg://… when several runners share it.",
+        ),
+        th.Property(
+            "requests_per_minute",
+            th.IntegerType,
+            default=150,
+            description="Client-side limit on API calls per rolling minute: the site's plan "
+            "limit (test sites and Starter: 150; Performance: 1000; Enterprise: 3500).",
+        ),
+        th.Property(
+            "max_concurrency",
+            th.IntegerType,
+            default=4,
+            description="Most API calls in flight at once.",
+        ),
+        th.Property(
+            "request_timeout",
+            th.IntegerType,
+            default=60,
+            description="Seconds to wait for one API answer.",
+        ),
+        th.Property(
+            "dry_run",
+            th.BooleanType,
+            default=False,
+            description="Read and plan, write nothing (no Chargebee writes, no links, no "
+            "state): log and report per stream what would be matched, ambiguous, new, "
+            "updated or unchanged.",
+        ),
+        th.Property(
+            "fail_on_rejects",
+            th.BooleanType,
+            default=False,
+            description="Exit non-zero (after emitting state and the report) when Chargebee "
+            "refused any record. By default a run with rejects succeeds; the rejects are in "
+            "the dead-letter table, the log and the report.",
+        ),
+        th.Property(
+            "report_dir",
+            th.StringType,
+            description="Directory of the per-run JSON reports. Default: "
+            "<Meltano project>/.meltano/sync/reports.",
+        ),
+    ).to_dict()
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._safe_state: dict | None = None
+        self._emitted_state: dict | None = None
+        self.engine = self._start_engine(check=kwargs.get("validate_config", True))
+
+    # ------------------------------------------------------------------ start-up
+
+    def _start_engine(self, *, check: bool) -> Engine:
+        config = self.config
+        problems = settings_problems(config)
+        if problems and check:
+            raise ConfigValidationError("Config validation failed", errors=problems)
+        api = ChargebeeClient(
+            chargebee_base_url(config.get("site"), config.get("api_url")),
+            config.get("api_key") or "",
+            requests_per_minute=config.get("requests_per_minute") or 150,
+            max_concurrency=config.get("max_concurrency") or 4,
+            timeout=config.get("request_timeout") or 60,
+        )
+        try:
+            links = Links(config.get("link_store_url"))
+        except LinkStoreUnavailable as exc:
+            raise ConfigValidationError(
+                "Config validation failed", errors=[f"link_store_url: {exc}"]
+            ) from None
+        if check:
+            self._preflight(api, config)
+        return Engine(api=api, links=links, settings=dict(config), logger=self.logger)
+
+    def _preflight(self, api: ChargebeeClient, config: dict) -> None:
+        """One read, so a wrong key or URL fails now, naming the setting, not mid-run."""
+        where = "api_url" if config.get("api_url") else "site"
+        try:
+            api.get("/customers", {"limit": 1})
+        except ApiError as exc:
+            if exc.status is None:
+                problem = f"{where}: cannot reach Chargebee at {api.base_url} ({exc.message})"
+            elif exc.status == 401:
+                problem = f"api_key: Chargebee refused the key ({exc.code})"
+            elif exc.status == 403:
+                problem = f"api_key: the key may not use this API ({exc.code}: {exc.message})"
+            elif exc.status == 404:
+                problem = f"{where}: {api.base_url} is not a Chargebee API v2 base URL (404)"
+            else:
+                raise
+            raise ConfigValidationError("Config validation failed", errors=[problem]) from None
+
+    # ------------------------------------------------------------------ sinks
+
+    def get_sink_class(self, stream_name: str) -> type[Sink]:
+        if stream_name in SINKS:
+            return SINKS[stream_name]
+        if self._dropped_by_map(stream_name):
+            return DroppedStreamSink
+        msg = (
+            f"Stream {stream_name!r} is not a Chargebee resource this target writes "
+            f"({', '.join(SINKS)}). Rename it with a stream map (__alias__ / __source__) or "
+            f"drop it (`{stream_name}: __NULL__`)."
+        )
+        raise ValueError(msg)
+
+    def _dropped_by_map(self, stream_name: str) -> bool:
+        """True for a stream the stream maps drop (`products: __NULL__`): the SDK still makes
+        a sink for it, which never receives a record."""
+        maps = self.mapper.stream_maps.get(stream_name, [])
+        return bool(maps) and any(
+            isinstance(m, RemoveRecordTransform) and m.stream_alias == stream_name for m in maps
+        )
+
+    # ------------------------------------------------------------------ state
+
+    def _process_state_message(self, message_dict: dict) -> None:
+        super()._process_state_message(message_dict)
+        if not self.engine.pending:
+            self._safe_state = copy.deepcopy(self._latest_state)
+
+    def _write_state_message(self, state: dict) -> None:
+        """State goes out only past records that were written or dead-lettered: while a
+        record waits for its parent, the last state from before it is the one emitted."""
+        if self.engine.dry_run:
+            return
+        if self.engine.pending:
+            if self._safe_state is None:
+                return
+            state = copy.deepcopy(self._safe_state)
+        if state == self._emitted_state:
+            return
+        super()._write_state_message(state)
+        self._emitted_state = state
+
+    # ------------------------------------------------------------------ end of run
+
+    def process_endofpipe(self) -> None:
+        self.engine.finish()
+        data = self.engine.report.as_dict(self.engine.api_calls())
+        for line in self.engine.report.summary_lines(data):
+            self.logger.info("%s", line)
+        directory = Path(self.config.get("report_dir") or default_report_dir())
+        path = self.engine.report.write(directory, data)
+        self.logger.info("Report written to %s", path)
+        if self.engine.dry_run:
+            self.logger.info("Dry run: nothing was written and no state is emitted.")
+        super().process_endofpipe()
+        self.engine.close()
+        rejected = data["rejected"]
+        if rejected and self.config.get("fail_on_rejects"):
+            self.logger.error(
+                "%d record(s) were rejected and fail_on_rejects is set; see %s", rejected, path
+            )
+            raise SystemExit(1)
+
+
+def settings_problems(config: dict) -> list[str]:
+    """Settings that are missing or malformed, each message naming its setting."""
+    problems = []
+    if not config.get("api_key"):
+        problems.append("api_key: missing (a Chargebee API key)")
+    api_url = config.get("api_url")
+    site = config.get("site")
+    if api_url:
+        if not re.match(r"^https?://[^/\s]+", str(api_url)):
+            problems.append(f"api_url: {api_url!r} is not an http(s) URL")
+    elif not site:
+        problems.append("site: missing (or set api_url)")
+    elif not re.match(r"^[A-Za-z0-9][A-Za-z0-9-]*$", str(site)):
+        problems.append(f"site: {site!r} is not a Chargebee site name (letters, digits, '-')")
+    for name in ("requests_per_minute", "max_concurrency", "request_timeout"):
+        value = config.get(name)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            problems.append(f"{name}: must be a whole number of at least 1, not {value!r}")
+    for name in ("business_entity_id", "item_family_id"):
+        value = config.get(name)
+        if value and not ID_PATTERN.match(str(value)):
+            problems.append(f"{name}: {value!r} is not a Chargebee id (≤50 of A-Z a-z 0-9 _ . @ -)")
+    if not config.get("item_family_id"):
+        problems.append("item_family_id: missing (the item family of the webshop's items)")
+    maps = config.get("stream_maps")
+    if maps is not None and not isinstance(maps, dict):
+        problems.append("stream_maps: must be an object")
+    return problems
+
+
+if __name__ == "__main__":
+    TargetChargebee.cli()
