@@ -12,8 +12,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+# Meltano finds the plugins' executables on PATH (they are installed in the venv).
 demo: install
 	$(BIN)/python -m sync_sandbox.demo start
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/meltano run tap-customwebshop target-chargebee
 
 stop: install
 	$(BIN)/python -m sync_sandbox.demo stop

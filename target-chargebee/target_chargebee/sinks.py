@@ -337,6 +337,21 @@ class ItemPricesSink(ItemsSink):
     def before_create(self, job: Job) -> None:
         pass
 
+    def do_create(self, job: Job) -> dict:
+        try:
+            return super().do_create(job)
+        except ApiError as error:
+            if error.code != "invalid_state_for_request":
+                raise
+        # Chargebee adds no price to an archived item: reopen it for the create, then re-archive.
+        item = f"/items/{job.params['item_id']}"
+        self.engine.write(job, "unarchive_item", item, {"status": "active"}, object_name="item")
+        # another idempotency key: the first one would replay the refusal
+        params = drop(self.content(job), ["status"])
+        created = self.engine.write(job, "create_in_reopened_item", self.create_path, params)
+        self.engine.write(job, "archive_item", item, {"status": "archived"}, object_name="item")
+        return created
+
 
 # ---------------------------------------------------------------------------- sales
 

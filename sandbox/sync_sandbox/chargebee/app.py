@@ -620,6 +620,7 @@ class Api:
                 "txn_amount": payment["amount"],
             })  # fmt: skip
         paid = sum(payment["applied_amount"] for payment in payments)
+        last_payment = max((payment["txn_date"] for payment in payments), default=None)
         status = p.get("status") or ("paid" if paid >= p["total"] else "payment_due")
         invoice = {
             "id": p["id"],
@@ -638,9 +639,7 @@ class Api:
             "write_off_amount": 0,
             "credits_applied": 0,
             "amount_due": max(p["total"] - paid, 0),
-            "paid_at": max((x["txn_date"] for x in payments), default=None)
-            if status == "paid"
-            else None,
+            "paid_at": p.get("paid_at") or last_payment if status == "paid" else None,
             "voided_at": p.get("voided_at"),
             "po_number": p.get("po_number"),
             "round_off_amount": p.get("round_off") or 0,

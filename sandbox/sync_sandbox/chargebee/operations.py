@@ -138,6 +138,7 @@ IMPORT_INVOICE = {
     "round_off": INT,
     "status": s(15, *INVOICE_STATUSES),
     "voided_at": TS,
+    "paid_at": TS,
     "due_date": TS,
     "net_term_days": NONNEG,
     "billing_address": ADDRESS_FIELD,
