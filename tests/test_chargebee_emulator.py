@@ -417,3 +417,40 @@ def test_state_survives_a_restart(tmp_path):
         assert kept.resource_version == created.customer.resource_version
     finally:
         sandbox.stop()
+
+
+def test_remaining_operations_through_the_sdk(cb):
+    family = unique("fam")
+    cb.ItemFamily.create({"id": family, "name": family, "description": "Mugs"})
+    assert cb.ItemFamily.retrieve(family).item_family.description == "Mugs"
+    renamed = cb.ItemFamily.update(family, {"name": family + " renamed"}).item_family
+    assert renamed.name == family + " renamed" and renamed.raw_data["object"] == "item_family"
+    listed = cb.ItemFamily.list({"id": {"is": family}}).list
+    assert [entry.item_family.id for entry in listed] == [family]
+
+    item = unique("item")
+    cb.Item.create({"id": item, "name": item, "type": "charge", "item_family_id": family})
+    items = cb.Item.list({"item_family_id": {"is": family}, "sort_by": {"asc": "id"}}).list
+    assert [entry.item.id for entry in items] == [item]
+    with pytest.raises(chargebee.InvalidRequestError) as busy:  # a family with items stays
+        cb.ItemFamily.delete(family)
+    assert busy.value.api_error_code == "invalid_state_for_request"
+    cb.Item.delete(item)
+    assert cb.ItemFamily.delete(family).item_family.status == "deleted"
+
+    customer = unique("cws")
+    cb.Customer.create({"id": customer})
+    _item, price = catalog(cb)
+    invoice_id = sale(cb, customer, price, quantity=1)
+    invoices = cb.Invoice.list({"customer_id": {"is": customer}, "sort_by": {"asc": "date"}})
+    assert [entry.invoice.id for entry in invoices.list] == [invoice_id]
+    legacy = cb.Order.create({"invoice_id": invoice_id, "reference_id": "manual"}).order
+    assert (legacy.status, legacy.invoice_id) == ("new", invoice_id)
+    with pytest.raises(chargebee.InvalidRequestError) as not_imported:
+        cb.Order.delete(legacy.id)  # only imported orders can be deleted
+    assert not_imported.value.http_status_code == 409
+    deleted = cb.Invoice.delete(invoice_id).invoice
+    assert deleted.deleted is True
+    assert cb.Invoice.list({"customer_id": {"is": customer}}).list == []
+    gone = cb.Order.list({"id": {"is": legacy.id}, "include_deleted": True}).list
+    assert gone[0].order.deleted  # its orders went with it
