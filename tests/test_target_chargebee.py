@@ -270,6 +270,25 @@ def test_edits_make_exactly_the_corresponding_updates(sync):
     assert report["invoices"]["updated"] == 0
 
 
+def test_customers_are_placed_in_the_business_entity_and_transferred_on_change(sync):
+    sync.run(business_entity_id="eu")
+    client = cb_client(sync.chargebee)
+    placed = {c["business_entity_id"] for c in cb_all(client, "customers")}
+    assert placed == {"eu"}
+    customer = next(c for c in webshop_get(sync, "customers") if not c["deleted_at"])
+    webshop_patch(sync, "customers", customer["id"], {"phone": "+46 8 123 456"})
+    sync.chargebee.reset_stats()
+    sync.run(business_entity_id="us")
+    writes = +sync.writes()
+    # read again: the edited customer and, as updated_since is inclusive, maybe run 1's last
+    assert writes["update_customer"] == 1 and writes["transfer"] in (1, 2), writes
+    assert set(writes) == {"update_customer", "transfer"}
+    moved = client.Customer.retrieve(f"cws_{customer['id']}").customer
+    assert (moved.business_entity_id, moved.phone) == ("us", "+46 8 123 456")
+    active = [c for c in cb_all(client, "customers") if c.get("active_id") in (None, c["id"])]
+    assert len(active) == len({c["email"] for c in active})  # no customer twice
+
+
 def test_killed_run_then_rerun_converges_without_duplicates(sync):
     sync.chargebee.set_knobs(latency_ms=40)
     process = sync.start()
