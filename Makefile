@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install demo stop test lint format
+.PHONY: install demo stop test bench lint format
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -22,6 +22,10 @@ stop: install
 
 test: install lint
 	$(BIN)/pytest -q
+
+# Benchmarks print figures; they are not pass/fail tests.
+bench: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/forward_sync.py
 
 lint: install
 	$(BIN)/ruff check .
