@@ -197,7 +197,7 @@ class Api:
                 ).encode()
             ).hexdigest()
             with self.store.lock:
-                stored = self.store.replay(key) if key else None
+                stored = self.store.idempotency.replay(key) if key else None
                 if stored is not None:
                     if stored[0] != fingerprint:
                         raise ChargebeeError(
@@ -218,7 +218,7 @@ class Api:
                     status, body = error.status, error.body()
                 text = json.dumps(body)
                 if key and status < 500:
-                    self.store.remember(key, fingerprint, status, text)
+                    self.store.idempotency.remember(key, fingerprint, status, text)
             return Response(text, status, mimetype="application/json")
 
         return view

@@ -6,27 +6,20 @@ from __future__ import annotations
 
 import copy
 import json
-import sqlite3
 import threading
 import time
 
-IDEMPOTENCY_WINDOW_SECONDS = 30 * 60
+from sync_sandbox.database import IdempotencyLog, connect
 
 
 class Store:
     def __init__(self, path: str) -> None:
         self.lock = threading.RLock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = connect(path)
+        self.idempotency = IdempotencyLog(self._db, window_seconds=30 * 60)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS objects (kind TEXT NOT NULL, id TEXT NOT NULL,"
             " data TEXT NOT NULL, PRIMARY KEY (kind, id))"
-        )
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY,"
-            " fingerprint TEXT NOT NULL, status INTEGER NOT NULL, body TEXT NOT NULL,"
-            " created_at REAL NOT NULL)"
         )
         self._objects: dict[str, dict[str, dict]] = {}
         # rowid order is creation order: upserts keep a row's rowid
@@ -73,20 +66,3 @@ class Store:
 
     def now(self) -> int:
         return int(time.time())
-
-    # ---------------------------------------------------------------- idempotency
-
-    def replay(self, key: str) -> tuple[str, int, str] | None:
-        """(fingerprint, status, body) stored for `key` within the window, else None."""
-        row = self._db.execute(
-            "SELECT fingerprint, status, body, created_at FROM idempotency WHERE key = ?", (key,)
-        ).fetchone()
-        if row is None or row[3] < time.time() - IDEMPOTENCY_WINDOW_SECONDS:
-            return None
-        return row[0], row[1], row[2]
-
-    def remember(self, key: str, fingerprint: str, status: int, body: str) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?)",
-            (key, fingerprint, status, body, time.time()),
-        )

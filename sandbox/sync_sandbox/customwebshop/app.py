@@ -73,7 +73,7 @@ def create_app(shop: Shop, api_key: str, knobs: Knobs) -> Flask:
             json.dumps([request.path, body], sort_keys=True).encode()
         ).hexdigest()
         with shop.store.lock:
-            stored = shop.store.replay(key)
+            stored = shop.store.idempotency.replay(key)
             if stored is not None:
                 if stored[0] != fingerprint:
                     raise ShopError(409, "conflict", "Idempotency-Key was used with another body")
@@ -85,7 +85,7 @@ def create_app(shop: Shop, api_key: str, knobs: Knobs) -> Flask:
             except ShopError as error:
                 response = _error_response(error)
             if response.status_code < 500:
-                shop.store.remember(
+                shop.store.idempotency.remember(
                     key, fingerprint, response.status_code, response.get_data(as_text=True)
                 )
             return response

@@ -6,13 +6,12 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
-import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 
+from sync_sandbox.database import IdempotencyLog, connect
+
 RESOURCES = ("customers", "products", "orders")
-IDEMPOTENCY_WINDOW_SECONDS = 24 * 3600
 _TICK = datetime.timedelta(microseconds=1)
 
 
@@ -32,17 +31,13 @@ def parse_timestamp(text: str) -> datetime.datetime:
 class Store:
     def __init__(self, path: str) -> None:
         self.lock = threading.RLock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = connect(path)
+        self.idempotency = IdempotencyLog(self._db, window_seconds=24 * 3600)
         self._db.executescript(
             """
             CREATE TABLE IF NOT EXISTS records (resource TEXT NOT NULL, id INTEGER NOT NULL,
                 updated_at TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (resource, id));
             CREATE INDEX IF NOT EXISTS records_by_change ON records (resource, updated_at, id);
-            CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY,
-                fingerprint TEXT NOT NULL, status INTEGER NOT NULL, body TEXT NOT NULL,
-                created_at REAL NOT NULL);
             """
         )
         last = self._db.execute("SELECT max(updated_at) FROM records").fetchone()[0]
@@ -124,17 +119,3 @@ class Store:
             (*args, limit + 1),
         ).fetchall()
         return [json.loads(data) for (data,) in rows[:limit]], len(rows) > limit
-
-    def replay(self, key: str) -> tuple[str, int, str] | None:
-        row = self._db.execute(
-            "SELECT fingerprint, status, body, created_at FROM idempotency WHERE key = ?", (key,)
-        ).fetchone()
-        if row is None or row[3] < time.time() - IDEMPOTENCY_WINDOW_SECONDS:
-            return None
-        return row[0], row[1], row[2]
-
-    def remember(self, key: str, fingerprint: str, status: int, body: str) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?)",
-            (key, fingerprint, status, body, time.time()),
-        )
