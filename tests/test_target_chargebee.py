@@ -317,6 +317,31 @@ def test_killed_run_then_rerun_converges_without_duplicates(sync):
     assert len(emails) == len(set(emails))
 
 
+def test_server_errors_timeouts_and_lost_answers_lose_nothing_and_duplicate_nothing(sync):
+    # 5xx before acting, hangs, and writes that were applied but whose answer was lost:
+    # the client retries with the same idempotency key, so each write is applied once
+    sync.chargebee.set_knobs(
+        error_rate=0.05, timeout_rate=0.01, hang_seconds=3, drop_response_rate=0.05, seed=5
+    )
+    sync.run(request_timeout=2)
+    sync.chargebee.set_knobs(error_rate=0, timeout_rate=0, drop_response_rate=0)
+    statuses = Counter()
+    for by_status in sync.chargebee.stats()["operations"].values():
+        statuses.update({int(status): n for status, n in by_status.items()})
+    assert sum(n for status, n in statuses.items() if status >= 500) > 0
+    assert sync.last_report()["rejected"] == 0
+    expected = expected_chargebee(sync)
+    assert_mirrors(sync, expected)
+    client = cb_client(sync.chargebee)
+    for resource in RESOURCES:
+        ids = [row["id"] for row in cb_all(client, resource)]
+        wanted = {i for i, r in expected[resource].items() if not r.get("deleted")}
+        assert len(ids) == len(set(ids)) and set(ids) == wanted, resource
+    sync.chargebee.reset_stats()
+    sync.run()
+    assert sum(sync.writes().values()) == 0
+
+
 def test_prepopulated_customers_are_matched_by_email(sync):
     client = cb_client(sync.chargebee)
     expected = expected_chargebee(sync)
