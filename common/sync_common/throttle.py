@@ -8,6 +8,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import requests
+
 WINDOW_SECONDS = 60.0
 
 
@@ -103,3 +105,16 @@ class Throttle:
         if self.requests_per_minute and len(self._starts) >= self.requests_per_minute:
             delay = max(delay, self._starts[0] + self.window_seconds - now)
         return delay
+
+
+class ThrottledSession(requests.Session):
+    """A requests session whose every request waits for room in `throttle`: singer-sdk
+    streams send through a session, so this puts them under the same limits."""
+
+    def __init__(self, throttle: Throttle) -> None:
+        super().__init__()
+        self.throttle = throttle
+
+    def send(self, request: requests.PreparedRequest, **kwargs) -> requests.Response:
+        with self.throttle.slot():
+            return super().send(request, **kwargs)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from sync_common.chargebee import ChargebeeClient
 from sync_common.http import ApiError
+from sync_common.report import RunReport
 from target_chargebee.params import (
     Params,
     composite_hash,
@@ -35,7 +36,6 @@ from target_chargebee.params import (
     split_hash,
     to_params,
 )
-from target_chargebee.report import RunReport
 from target_chargebee.store import Link, Links
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ class Engine:
         self.settings = settings
         self.logger = logger
         self.dry_run = bool(settings.get("dry_run"))
-        self.report = RunReport(dry_run=self.dry_run)
+        self.report = RunReport("target-chargebee", dry_run=self.dry_run)
         self.known: dict[Ref, str] = {}  # parents that exist in Chargebee (or will, in a plan)
         self.absent: set[Ref] = set()  # parents looked up this run and not found
         self.rejected_refs: dict[Ref, str] = {}  # parents refused this run, with the reason
@@ -239,6 +239,13 @@ class Engine:
         content_hash = composite_hash(parts)
         if job.link is not None:
             job.chargebee_id = job.link.chargebee_id
+            if self._is_echo(job):
+                # Chargebee already holds this content: it came from there.
+                if not self.dry_run:
+                    self.save_link(job, content_hash)
+                self._outcome(job, "unchanged")
+                self.exists(job)
+                return
             old = split_hash(job.link.chargebee_hash)
             if job.link.chargebee_hash == content_hash or (job.deleted and old.get("deleted")):
                 self._outcome(job, "unchanged")
@@ -276,6 +283,18 @@ class Engine:
         self._outcome(job, outcome)
         if not (job.deleted and sink.delete_removes):
             self.exists(job)
+
+    @staticmethod
+    def _is_echo(job: Job) -> bool:
+        """The webshop record is the version target-customwebshop wrote from Chargebee (it
+        alone sets the webshop hash, and stores the version its write produced)."""
+        link = job.link
+        return (
+            link is not None
+            and link.webshop_hash is not None
+            and job.webshop_version is not None
+            and link.webshop_version == job.webshop_version
+        )
 
     def save_link(self, job: Job, content_hash: str) -> None:
         self.links.save(

@@ -349,7 +349,15 @@ class ItemPricesSink(ItemsSink):
         # another idempotency key: the first one would replay the refusal
         params = drop(self.content(job), ["status"])
         created = self.engine.write(job, "create_in_reopened_item", self.create_path, params)
-        self.engine.write(job, "archive_item", item, {"status": "archived"}, object_name="item")
+        archived = self.engine.write(
+            job, "archive_item", item, {"status": "archived"}, object_name="item"
+        )
+        item_link = self.engine.links.get_by_chargebee("items", job.params["item_id"])
+        if item_link is not None and not self.engine.dry_run:  # so its new version is no edit
+            self.engine.links.save(
+                "items", item_link.webshop_id, item_link.chargebee_id,
+                chargebee_version=archived.get("resource_version"),
+            )  # fmt: skip
         return created
 
 

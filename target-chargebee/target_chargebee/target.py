@@ -14,8 +14,8 @@ from singer_sdk.mapper import RemoveRecordTransform
 
 from sync_common.chargebee import ChargebeeClient, chargebee_base_url
 from sync_common.http import ApiError
+from sync_common.report import default_report_dir
 from target_chargebee.engine import Engine
-from target_chargebee.report import default_report_dir
 from target_chargebee.sinks import SINKS, DroppedStreamSink
 from target_chargebee.store import Links, LinkStoreUnavailable
 

@@ -1,7 +1,7 @@
 """What a run did, per stream: the log summary and the JSON report file (one per run).
 
-Neither holds a secret or a record's content: counts, ids, Chargebee's reasons for refusals
-and the API call counts.
+Neither holds a secret: counts, ids, the far side's reasons for refusals, the API call counts,
+and for conflicts the two versions of the record.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def default_report_dir() -> Path:
 
 
 class RunReport:
-    def __init__(self, *, dry_run: bool) -> None:
+    def __init__(self, plugin: str, *, dry_run: bool = False) -> None:
+        self.plugin = plugin
         self.dry_run = dry_run
         self.started = datetime.datetime.now(datetime.UTC)
         self._clock = time.monotonic()
@@ -44,6 +45,8 @@ class RunReport:
         self.rejections: list[dict[str, Any]] = []
         self.ambiguous: list[dict[str, Any]] = []
         self.notes: list[str] = []
+        #: Edits overruled by the conflict policy: both versions, never dropped silently.
+        self.conflicts: list[dict[str, Any]] = []
 
     def received(self, stream: str) -> None:
         self.records_in[stream] += 1
@@ -81,7 +84,7 @@ class RunReport:
                 entry["waited_for_parent"] = self.deferred[stream]
             per_stream[stream] = entry
         return {
-            "plugin": "target-chargebee",
+            "plugin": self.plugin,
             "dry_run": self.dry_run,
             "started_at": self.started.isoformat(timespec="seconds"),
             "finished_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -92,6 +95,7 @@ class RunReport:
             "rejected": self.total("rejected"),
             "rejections": self.rejections,
             "ambiguous_matches": self.ambiguous,
+            "conflicts": self.conflicts,
             "notes": self.notes,
             "api_calls": api_calls,
         }
@@ -113,6 +117,10 @@ class RunReport:
             )
         if len(self.rejections) > 20:
             lines.append(f"  … {len(self.rejections) - 20} more rejections in the report file")
+        for conflict in self.conflicts[:20]:
+            lines.append(
+                "  conflict {stream} {webshop_id} ({chargebee_id}): {winner} won".format(**conflict)
+            )
         lines.extend(f"  note: {note}" for note in self.notes)
         return lines
 
@@ -120,6 +128,6 @@ class RunReport:
         directory.mkdir(parents=True, exist_ok=True)
         stamp = self.started.strftime("%Y%m%dT%H%M%SZ")
         kind = "dry-run" if self.dry_run else "run"
-        path = directory / f"target-chargebee-{kind}-{stamp}-{secrets.token_hex(3)}.json"
+        path = directory / f"{self.plugin}-{kind}-{stamp}-{secrets.token_hex(3)}.json"
         path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
         return path
