@@ -136,6 +136,7 @@ def test_idempotency_key_replays_instead_of_creating_twice(webshop):
     again = call(webshop, "POST", "/customers", json=body, headers=key)
     assert first.status_code == again.status_code == 201
     assert again.headers["Idempotent-Replayed"] == "true" and again.json() == first.json()
+    assert again.headers["ETag"] == first.headers["ETag"] == '"1"'
     assert len(listing(webshop, "customers", email="once@example.com")) == 1
     other = call(webshop, "POST", "/customers", json={**body, "first_name": "Twice"}, headers=key)
     assert other.status_code == 409
@@ -177,8 +178,11 @@ def test_generated_data_is_varied_and_repeatable(generated, tmp_path):
     assert any(not ch.isascii() for ch in names)
     assert any(c["company"] is None for c in customers) and any(c["company"] for c in customers)
     assert any(c["billing_address"] is None for c in customers)
+    assert any(c["phone"] is None for c in customers)
+    assert any(p["description"] is None for p in products)
     assert any(c["deleted_at"] for c in customers)
     assert len({p["currency"] for p in products}) >= 3
+    assert len({o["currency"] for o in orders}) >= 3
     assert {o["status"] for o in orders} >= {"pending", "paid", "shipped", "delivered"}
     by_id = {p["id"]: p for p in products}
     for order in orders:

@@ -45,7 +45,7 @@ def generate(shop: Shop, counts: dict[str, int], seed: int) -> dict[str, int]:
         faker.seed_instance(seed * 100 + n)
     total = sum(counts.values()) or 1
     start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=365)
-    step = datetime.timedelta(days=364) / total
+    step = datetime.timedelta(days=360) / total  # ends days ago: shipped/delivered are past
     clock = iter(start + step * i for i in range(total + 1))
     made: dict[str, list[dict]] = {"customers": [], "products": [], "orders": []}
     with shop.store.transaction():
@@ -58,16 +58,16 @@ def generate(shop: Shop, counts: dict[str, int], seed: int) -> dict[str, int]:
             made["products"].append(
                 shop.create("products", _product(rng, n, fakers["en_GB"]), next(clock))
             )
-        live = [c for c in made["customers"]]
-        for _ in range(counts.get("orders", 0) if live and made["products"] else 0):
+        customers, products = made["customers"], made["products"]
+        for _ in range(counts.get("orders", 0) if customers and products else 0):
             at = next(clock)
-            made["orders"].append(
-                shop.create("orders", _order(rng, live, made["products"], at), at)
-            )
-        # a few soft deletes, so deletions have something to propagate
-        for customer in rng.sample(made["customers"], len(made["customers"]) // 30):
-            if not shop.store.find("orders", "customer_id", customer["id"]):
-                shop.delete("customers", customer["id"])
+            made["orders"].append(shop.create("orders", _order(rng, customers, products, at), at))
+        # ~3% soft deletes, so deletions have something to propagate; only customers without
+        # orders, so every order still points at a live customer
+        ordering = {order["customer_id"] for order in made["orders"]}
+        idle = [c for c in customers if c["id"] not in ordering]
+        for customer in rng.sample(idle, min(len(idle), -(-len(customers) // 30))):
+            shop.delete("customers", customer["id"])
     return {resource: len(rows) for resource, rows in made.items()}
 
 

@@ -75,7 +75,8 @@ class Shop:
         self.store = store
 
     def get(self, resource: str, id_: int) -> dict:
-        record = self.store.get(resource, id_)
+        with self.store.lock:  # one SQLite connection shared by the server's threads
+            record = self.store.get(resource, id_)
         if record is None:
             raise ShopError(404, "not_found", f"no {resource[:-1]} with id {id_}")
         return record

@@ -1,0 +1,195 @@
+"""Both directions through `meltano run sync` on both sandboxes: edits on either side arrive
+on the other, the sync's own writes are not read back as edits, records born in Chargebee
+get a webshop twin, conflicts follow the policy, deletions and archival propagate."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sync_sandbox.process import start_sandbox
+from tests.conftest import WEBSHOP_KEY
+from tests.test_target_chargebee import (
+    BIN,
+    CHARGEBEE_KEY,
+    Sync,
+    cb_client,
+    webshop_get,
+    webshop_patch,
+)
+
+SMALL = ("--generate", "customers=20,products=10,orders=20", "--seed", "3")
+
+
+class TwoWaySync(Sync):
+    def __init__(self, tmp: Path, shop, chargebee_sandbox):
+        super().__init__(tmp, shop, chargebee_sandbox)
+        self.env.update(
+            TAP_CHARGEBEE_API_URL=chargebee_sandbox.url + "/api/v2",
+            TAP_CHARGEBEE_API_KEY=CHARGEBEE_KEY,
+            TAP_CHARGEBEE_REQUESTS_PER_MINUTE="100000",
+            TARGET_CUSTOMWEBSHOP_API_URL=shop.url + "/api/v1",
+            TARGET_CUSTOMWEBSHOP_API_KEY=WEBSHOP_KEY,
+            TARGET_CUSTOMWEBSHOP_LINK_STORE_URL=self.link_store_url,
+            TARGET_CUSTOMWEBSHOP_REPORT_DIR=str(self.reports),
+        )
+
+    def command(self) -> list[str]:
+        return [str(BIN / "meltano"), "run", "sync"]
+
+    def run_with(self, **settings: Any) -> None:
+        """A sync run with target-customwebshop settings."""
+        saved = dict(self.env)
+        self.env.update({f"TARGET_CUSTOMWEBSHOP_{k.upper()}": str(v) for k, v in settings.items()})
+        try:
+            self.run()
+        finally:
+            self.env = saved
+
+    def reset_counts(self) -> None:
+        self.shop.reset_stats()
+        self.chargebee.reset_stats()
+
+    def write_counts(self) -> tuple[Counter, Counter]:
+        """Writes each server answered since the last reset: (webshop, Chargebee)."""
+        shop = Counter({op: sum(s.values()) for op, s in self.shop.stats()["operations"].items()
+                        if op.endswith((".create", ".patch", ".delete"))})  # fmt: skip
+        return +shop, +self.writes()
+
+    def reverse_report(self) -> dict:
+        import json
+        import os
+
+        reports = sorted(self.reports.glob("target-customwebshop-*.json"), key=os.path.getmtime)
+        return json.loads(reports[-1].read_text())
+
+
+@pytest.fixture
+def two_way(tmp_path, chargebee):
+    shop = start_sandbox("customwebshop", str(tmp_path / "shop.db"), WEBSHOP_KEY, *SMALL)
+    sync = TwoWaySync(tmp_path, shop, chargebee)
+    sync.run()  # first sync: the webshop's records go to Chargebee
+    yield sync
+    shop.stop()
+
+
+def webshop_one(sync: Sync, resource: str, record_id: Any) -> dict:
+    return next(row for row in webshop_get(sync, resource) if row["id"] == int(record_id))
+
+
+def assert_quiet(sync: TwoWaySync, runs: int = 2) -> None:
+    for _ in range(runs):
+        sync.reset_counts()
+        sync.run()
+        assert sync.write_counts() == (Counter(), Counter())
+
+
+def test_edits_on_either_side_arrive_and_then_nothing_ping_pongs(two_way):
+    assert_quiet(two_way, runs=1)  # the first sync's own writes are not read back
+    cb = cb_client(two_way.chargebee)
+    customers = [c for c in webshop_get(two_way, "customers") if not c["deleted_at"]]
+    product = next(p for p in webshop_get(two_way, "products") if p["active"])
+    order = next(o for o in webshop_get(two_way, "orders") if o["status"] == "paid")
+    cb.Customer.update(f"cws_{customers[0]['id']}", {"email": "edited.in.chargebee@example.com"})
+    cb.ItemPrice.update(f"cws_{product['id']}-{product['currency']}", {"price": 4321})
+    cb.Order.update(f"cws_{order['id']}", {"status": "shipped", "tracking_id": "CB-TRACK-1"})
+    webshop_patch(two_way, "customers", customers[1]["id"], {"phone": "+45 11 22 33 44"})
+
+    two_way.reset_counts()
+    two_way.run()
+    assert webshop_one(two_way, "customers", customers[0]["id"])["email"] == (
+        "edited.in.chargebee@example.com"
+    )
+    assert webshop_one(two_way, "products", product["id"])["price"] == 4321
+    shipped = webshop_one(two_way, "orders", order["id"])
+    assert (shipped["status"], shipped["tracking_number"]) == ("shipped", "CB-TRACK-1")
+    assert cb.Customer.retrieve(f"cws_{customers[1]['id']}").customer.phone == "+45 11 22 33 44"
+    shop_writes, cb_writes = two_way.write_counts()
+    assert shop_writes == Counter({"customers.patch": 1, "products.patch": 1, "orders.patch": 1})
+    assert cb_writes == Counter({"update_customer": 1})
+    assert_quiet(two_way)
+
+
+def test_records_born_in_chargebee_get_a_webshop_twin_and_stay_linked(two_way):
+    cb = cb_client(two_way.chargebee)
+    cb.Customer.create({"id": "by_hand_1", "email": "hand@example.com", "first_name": "Åsa"})
+    vase = {"name": "Hand-made Vase", "item_family_id": "webshop", "is_shippable": True}
+    cb.Item.create({"id": "hand_item", "type": "charge", **vase})
+    price = {"name": "Hand-made Vase EUR", "external_name": "Hand-made Vase", "price": 2500}
+    cb.ItemPrice.create(
+        {"id": "hand_item-EUR", "item_id": "hand_item", "currency_code": "EUR", **price}
+    )
+    two_way.run()
+    twin = next(c for c in webshop_get(two_way, "customers") if c["email"] == "hand@example.com")
+    assert twin["first_name"] == "Åsa"
+    vase = next(p for p in webshop_get(two_way, "products") if p["name"] == "Hand-made Vase")
+    assert (vase["price"], vase["currency"], vase["sku"]) == (2500, "EUR", "hand_item-EUR")
+
+    # linked both ways: edits go to the same records, nothing is created twice
+    webshop_patch(two_way, "customers", twin["id"], {"company": "Vases AB"})
+    cb.ItemPrice.update("hand_item-EUR", {"price": 2700})
+    two_way.run()
+    assert cb.Customer.retrieve("by_hand_1").customer.company == "Vases AB"
+    assert webshop_one(two_way, "products", vase["id"])["price"] == 2700
+    emails = [c["email"] for c in webshop_get(two_way, "customers")]
+    assert emails.count("hand@example.com") == 1
+    assert not cb.Customer.list({"email": {"is": "hand@example.com"}, "limit": 10}).list[1:]
+    assert_quiet(two_way)
+
+
+@pytest.mark.parametrize(
+    ("policy", "newer", "winner"),
+    [
+        ("newest_wins", "chargebee", "chargebee"),
+        ("newest_wins", "webshop", "webshop"),
+        ("chargebee_wins", "webshop", "chargebee"),
+        ("webshop_wins", "chargebee", "webshop"),
+    ],
+)
+def test_conflicts_follow_the_policy_and_are_reported(two_way, policy, newer, winner):
+    cb = cb_client(two_way.chargebee)
+    customer = next(c for c in webshop_get(two_way, "customers") if not c["deleted_at"])
+    edits = {
+        "webshop": lambda: webshop_patch(
+            two_way, "customers", customer["id"], {"company": "Edited in the webshop"}
+        ),
+        "chargebee": lambda: cb.Customer.update(
+            f"cws_{customer['id']}", {"company": "Edited in Chargebee"}
+        ),
+    }
+    older = "webshop" if newer == "chargebee" else "chargebee"
+    edits[older]()
+    time.sleep(1.1)  # Chargebee counts whole seconds
+    edits[newer]()
+    two_way.run_with(conflict_policy=policy)
+    expected = {"chargebee": "Edited in Chargebee", "webshop": "Edited in the webshop"}[winner]
+    assert webshop_one(two_way, "customers", customer["id"])["company"] == expected
+    assert cb.Customer.retrieve(f"cws_{customer['id']}").customer.company == expected
+    conflicts = two_way.reverse_report()["conflicts"]
+    assert [(c["webshop_id"], c["winner"], c["policy"]) for c in conflicts] == [
+        (str(customer["id"]), winner, policy)
+    ]
+    assert conflicts[0]["chargebee"]["company"] == "Edited in Chargebee"
+    assert conflicts[0]["webshop"]["company"] == "Edited in the webshop"
+    assert_quiet(two_way)
+
+
+def test_deletes_and_archival_propagate_as_documented(two_way):
+    cb = cb_client(two_way.chargebee)
+    cb.Customer.create({"id": "leaves_soon", "email": "leaves@example.com", "first_name": "Lea"})
+    product = next(p for p in webshop_get(two_way, "products") if p["active"])
+    other = next(p for p in webshop_get(two_way, "products") if p["active"] and p != product)
+    two_way.run()
+    cb.Customer.delete("leaves_soon")  # no invoices: Chargebee deletes it, so does the webshop
+    cb.Item.update(f"cws_{product['id']}", {"status": "archived"})  # -> product inactive
+    webshop_patch(two_way, "products", other["id"], {"active": False})  # -> item archived
+    two_way.run()
+    twin = next(c for c in webshop_get(two_way, "customers") if c["email"] == "leaves@example.com")
+    assert twin["deleted_at"] is not None
+    assert webshop_one(two_way, "products", product["id"])["active"] is False
+    assert cb.Item.retrieve(f"cws_{other['id']}").item.status == "archived"
+    assert_quiet(two_way)
