@@ -193,3 +193,18 @@ def test_deletes_and_archival_propagate_as_documented(two_way):
     assert webshop_one(two_way, "products", product["id"])["active"] is False
     assert cb.Item.retrieve(f"cws_{other['id']}").item.status == "archived"
     assert_quiet(two_way)
+
+
+def test_a_run_that_would_delete_most_customers_is_stopped(two_way):
+    cb = cb_client(two_way.chargebee)
+    live = [c for c in webshop_get(two_way, "customers") if not c["deleted_at"]]
+    for customer in live[:15]:  # e.g. a broken listing or a wrong filter upstream
+        cb.Customer.delete(f"cws_{customer['id']}")
+    stopped = two_way.run(check=False)
+    assert stopped.returncode != 0
+    assert "max_delete_percent" in stopped.stderr
+    still_live = [c for c in webshop_get(two_way, "customers") if not c["deleted_at"]]
+    assert len(live) - len(still_live) <= 10  # the guard's allowance, nothing beyond
+    two_way.run_with(max_delete_percent=100)  # intended after all: one run allows it
+    remaining = [c for c in webshop_get(two_way, "customers") if not c["deleted_at"]]
+    assert len(remaining) == len(live) - 15

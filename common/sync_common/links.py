@@ -162,6 +162,12 @@ class LinkStore:
 
     # ---------------------------------------------------------------- links
 
+    def count(self, resource: str) -> int:
+        """How many records of `resource` are linked."""
+        query = sa.select(sa.func.count()).where(_links.c.resource == resource)
+        with self._engine.connect() as db:
+            return db.execute(query).scalar_one()
+
     def get_by_webshop(self, resource: str, webshop_id: str) -> Link | None:
         return self._one(resource, _links.c.webshop_id == str(webshop_id))
 

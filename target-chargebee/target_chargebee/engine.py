@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sync_common.chargebee import ChargebeeClient
+from sync_common.guard import DeleteGuard
 from sync_common.http import ApiError
 from sync_common.report import RunReport
 from target_chargebee.params import (
@@ -94,6 +95,9 @@ class Engine:
         self.logger = logger
         self.dry_run = bool(settings.get("dry_run"))
         self.report = RunReport("target-chargebee", dry_run=self.dry_run)
+        self.delete_guard = DeleteGuard(
+            links, settings.get("max_delete_percent"), "max_delete_percent"
+        )
         self.known: dict[Ref, str] = {}  # parents that exist in Chargebee (or will, in a plan)
         self.absent: set[Ref] = set()  # parents looked up this run and not found
         self.rejected_refs: dict[Ref, str] = {}  # parents refused this run, with the reason
@@ -254,6 +258,8 @@ class Engine:
                 return
             changed = {name for name, value in parts.items() if old.get(name) != value}
             if job.deleted:
+                if not self.dry_run:
+                    self.delete_guard.allow(job.resource)
                 outcome = sink.remove(job)
             elif old.get("deleted"):
                 outcome = sink.restore(job)

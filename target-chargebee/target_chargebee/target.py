@@ -107,6 +107,13 @@ class TargetChargebee(Target):
             "the dead-letter table, the log and the report.",
         ),
         th.Property(
+            "max_delete_percent",
+            th.IntegerType(minimum=0, maximum=100),
+            default=50,
+            description="Circuit breaker: the run stops before deleting or archiving more "
+            "than this percentage of a resource's linked records (10 are always allowed).",
+        ),
+        th.Property(
             "report_dir",
             th.StringType,
             description="Directory of the per-run JSON reports. Default: "

@@ -62,6 +62,7 @@ class WebshopSink(RecordSink):
         self.api: ApiClient = target.api
         self.links = target.links
         self.report = target.report
+        self.delete_guard = target.delete_guard
 
     def process_record(self, record: dict, context: dict) -> None:
         self.report.received(self.stream_name)
@@ -93,6 +94,8 @@ class WebshopSink(RecordSink):
 
     def update(self, link: Link, record: dict, fields: dict) -> str:
         path = f"/{self.webshop_resource}/{link.webshop_id}"
+        if record.get("deleted") or fields.get("active") is False:
+            self.delete_guard.allow(self.link_resource)
         if record.get("deleted"):
             return self.delete(link, record, fields)
         headers = {"If-Match": f'"{link.webshop_version}"'} if link.webshop_version else {}

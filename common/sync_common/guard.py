@@ -1,0 +1,38 @@
+"""The circuit breaker for deletions: a broken listing, a wrong filter or a bad map must not
+look like "everything was deleted" and empty the other side."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from sync_common.links import LinkStore
+
+#: A run may always delete this many records of a resource; the share applies beyond it.
+ALWAYS_ALLOWED = 10
+
+
+class TooManyDeletes(Exception):  # noqa: N818 (reads as the reason the run stopped)
+    pass
+
+
+class DeleteGuard:
+    def __init__(self, links: LinkStore, max_percent: int | None, setting: str) -> None:
+        self.links = links
+        self.max_percent = 50 if max_percent is None else max_percent
+        self.setting = setting  # named in the error, so the user knows what to change
+        self.deletes: Counter[str] = Counter()
+        self._linked: dict[str, int] = {}
+
+    def allow(self, resource: str) -> None:
+        """Count one more deletion or archival of `resource`; raise before it would pass
+        `max_percent` of the records linked when the run began."""
+        if resource not in self._linked:
+            self._linked[resource] = self.links.count(resource)
+        self.deletes[resource] += 1
+        done, linked = self.deletes[resource], self._linked[resource]
+        if done > ALWAYS_ALLOWED and done * 100 > self.max_percent * linked:
+            raise TooManyDeletes(
+                f"stopped: this run would delete or archive more than {self.max_percent}% of "
+                f"the {linked} linked {resource} ({self.setting}). If that is intended, raise "
+                f"{self.setting} for one run; otherwise check the source listing and the maps."
+            )
