@@ -12,10 +12,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-# Meltano finds the plugins' executables on PATH (they are installed in the venv).
+# Sandboxes, `meltano run sync` both ways, an edit made in Chargebee arriving in the webshop.
 demo: install
-	$(BIN)/python -m sync_sandbox.demo start
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/meltano run tap-customwebshop target-chargebee
+	$(BIN)/python -m sync_sandbox.demo demo
 
 stop: install
 	$(BIN)/python -m sync_sandbox.demo stop

@@ -1,4 +1,5 @@
-"""`make demo`: start both sandboxes on loopback with generated data and say how to reach them.
+"""`make demo`: start both sandboxes on loopback with generated data, run the two-way sync,
+then edit a customer in Chargebee and show the edit arriving in the webshop.
 
 State lives in `.demo/` (databases, logs, pids); the API keys go to `.env`, where Meltano reads
 them, so they are never printed. `make stop` stops the servers; the data stays for the next run.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -81,6 +83,34 @@ Contracts: docs/customwebshop-api.md, docs/chargebee-emulator.md. Stop with `mak
     )
 
 
+def meltano_sync() -> None:
+    """`meltano run sync` (both directions), with the venv's plugins on PATH."""
+    bin_dir = os.path.dirname(sys.executable)
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    print("\n$ meltano run sync", flush=True)
+    subprocess.run([os.path.join(bin_dir, "meltano"), "run", "sync"], env=env, check=True)
+
+
+def demo() -> None:
+    """Start, sync both ways, edit a customer in Chargebee, sync again, show the result."""
+    start()
+    meltano_sync()
+    keys = demo_keys()
+    webshop = {"X-API-Key": keys["customwebshop"]}
+    first = requests.get(f"{api_root('customwebshop')}/customers", params={"limit": 1},
+                         headers=webshop, timeout=10).json()["data"][0]  # fmt: skip
+    new_email = f"edited.in.chargebee.{secrets.token_hex(2)}@example.com"
+    requests.post(f"{api_root('chargebee')}/customers/cws_{first['id']}", data={"email": new_email},
+                  auth=(keys["chargebee"], ""), timeout=10).raise_for_status()  # fmt: skip
+    print(
+        f"\nEdited in Chargebee: customer cws_{first['id']} e-mail {first['email']} -> {new_email}"
+    )
+    meltano_sync()
+    now = requests.get(f"{api_root('customwebshop')}/customers/{first['id']}", headers=webshop,
+                       timeout=10).json()  # fmt: skip
+    print(f"\nIn the webshop now: customer {first['id']} e-mail {now['email']}")
+
+
 def stop() -> None:
     for kind in PORTS:
         pid_file = DEMO_DIR / f"{kind}.pid"
@@ -95,4 +125,4 @@ def stop() -> None:
 
 
 if __name__ == "__main__":
-    {"start": start, "stop": stop}[sys.argv[1] if len(sys.argv) > 1 else "start"]()
+    {"demo": demo, "start": start, "stop": stop}[sys.argv[1] if len(sys.argv) > 1 else "demo"]()
