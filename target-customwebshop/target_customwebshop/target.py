@@ -29,7 +29,13 @@ class TargetCustomwebshop(Target):
             required=True,
             description="Base URL of the webshop API including /api/v1.",
         ),
-        th.Property("api_key", th.StringType, required=True, secret=True),
+        th.Property(
+            "api_key",
+            th.StringType,
+            required=True,
+            secret=True,
+            description="The webshop API key (sent as X-API-Key; never logged).",
+        ),
         th.Property(
             "link_store_url",
             th.StringType,
