@@ -24,7 +24,7 @@ test: install lint
 
 # Benchmarks print figures; they are not pass/fail tests.
 bench: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/forward_sync.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/sync.py
 
 lint: install
 	$(BIN)/ruff check .
