@@ -5,10 +5,22 @@ from __future__ import annotations
 
 from collections import Counter
 
+from singer_sdk import typing as th
+
 from sync_common.links import LinkStore
 
 #: A run may always delete this many records of a resource; the share applies beyond it.
 ALWAYS_ALLOWED = 10
+
+
+#: The setting both targets take.
+MAX_DELETE_PERCENT = th.Property(
+    "max_delete_percent",
+    th.IntegerType(minimum=0, maximum=100),
+    default=50,
+    description="Circuit breaker: the run stops before deleting or archiving more than this "
+    "percentage of a resource's linked records (10 are always allowed).",
+)
 
 
 class TooManyDeletes(Exception):  # noqa: N818 (reads as the reason the run stopped)
@@ -16,10 +28,10 @@ class TooManyDeletes(Exception):  # noqa: N818 (reads as the reason the run stop
 
 
 class DeleteGuard:
-    def __init__(self, links: LinkStore, max_percent: int | None, setting: str) -> None:
+    def __init__(self, links: LinkStore, max_percent: int | None) -> None:
         self.links = links
         self.max_percent = 50 if max_percent is None else max_percent
-        self.setting = setting  # named in the error, so the user knows what to change
+        self.setting = MAX_DELETE_PERCENT.name  # named in the error: what the user may change
         self.deletes: Counter[str] = Counter()
         self._linked: dict[str, int] = {}
 

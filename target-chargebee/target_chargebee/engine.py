@@ -95,9 +95,7 @@ class Engine:
         self.logger = logger
         self.dry_run = bool(settings.get("dry_run"))
         self.report = RunReport("target-chargebee", dry_run=self.dry_run)
-        self.delete_guard = DeleteGuard(
-            links, settings.get("max_delete_percent"), "max_delete_percent"
-        )
+        self.delete_guard = DeleteGuard(links, settings.get("max_delete_percent"))
         self.known: dict[Ref, str] = {}  # parents that exist in Chargebee (or will, in a plan)
         self.absent: set[Ref] = set()  # parents looked up this run and not found
         self.rejected_refs: dict[Ref, str] = {}  # parents refused this run, with the reason

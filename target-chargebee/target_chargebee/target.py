@@ -13,6 +13,7 @@ from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.mapper import RemoveRecordTransform
 
 from sync_common.chargebee import ChargebeeClient, chargebee_base_url
+from sync_common.guard import MAX_DELETE_PERCENT
 from sync_common.http import ApiError
 from sync_common.report import default_report_dir
 from target_chargebee.engine import Engine
@@ -106,13 +107,7 @@ class TargetChargebee(Target):
             "refused any record. By default a run with rejects succeeds; the rejects are in "
             "the dead-letter table, the log and the report.",
         ),
-        th.Property(
-            "max_delete_percent",
-            th.IntegerType(minimum=0, maximum=100),
-            default=50,
-            description="Circuit breaker: the run stops before deleting or archiving more "
-            "than this percentage of a resource's linked records (10 are always allowed).",
-        ),
+        MAX_DELETE_PERCENT,
         th.Property(
             "report_dir",
             th.StringType,

@@ -9,7 +9,7 @@ from pathlib import Path
 from singer_sdk import Target
 from singer_sdk import typing as th
 
-from sync_common.guard import DeleteGuard
+from sync_common.guard import MAX_DELETE_PERCENT, DeleteGuard
 from sync_common.http import ApiClient, webshop_error
 from sync_common.links import LinkStore
 from sync_common.report import RunReport, default_report_dir
@@ -57,13 +57,7 @@ class TargetCustomwebshop(Target):
             description="In a conflict won by Chargebee, let an empty Chargebee value clear a "
             "filled webshop field (default: it does not).",
         ),
-        th.Property(
-            "max_delete_percent",
-            th.IntegerType(minimum=0, maximum=100),
-            default=50,
-            description="Circuit breaker: the run stops before deleting or deactivating more "
-            "than this percentage of a resource's linked records (10 are always allowed).",
-        ),
+        MAX_DELETE_PERCENT,
         th.Property("report_dir", th.StringType, description="Where run reports go."),
     ).to_dict()
 
@@ -76,9 +70,7 @@ class TargetCustomwebshop(Target):
         )
         self.links = LinkStore(self.config.get("link_store_url"))
         self.report = RunReport(self.name)
-        self.delete_guard = DeleteGuard(
-            self.links, self.config.get("max_delete_percent"), "max_delete_percent"
-        )
+        self.delete_guard = DeleteGuard(self.links, self.config.get("max_delete_percent"))
 
     def get_sink_class(self, stream_name: str) -> type[Sink]:
         if stream_name not in SINKS:
