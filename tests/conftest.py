@@ -1,13 +1,12 @@
-"""Fixtures that start the real sandbox servers on free loopback ports."""
+"""Fixtures that start the real sandbox servers on free loopback ports, and a `sync` run
+against them (tests/harness.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from sync_sandbox.process import RunningSandbox, start_sandbox
-
-WEBSHOP_KEY = "test_webshop_key_0123456789"
-CHARGEBEE_KEY = "test_cb_key_0123456789"
+from tests.harness import CHARGEBEE_KEY, GENERATE, WEBSHOP_KEY, Sync
 
 
 @pytest.fixture
@@ -22,3 +21,15 @@ def chargebee(tmp_path) -> RunningSandbox:
     sandbox = start_sandbox("chargebee", str(tmp_path / "chargebee.db"), CHARGEBEE_KEY)
     yield sandbox
     sandbox.stop()
+
+
+@pytest.fixture
+def shop(tmp_path):
+    sandbox = start_sandbox("customwebshop", str(tmp_path / "shop.db"), WEBSHOP_KEY, *GENERATE)
+    yield sandbox
+    sandbox.stop()
+
+
+@pytest.fixture
+def sync(tmp_path, shop, chargebee) -> Sync:
+    return Sync(tmp_path, shop, chargebee)

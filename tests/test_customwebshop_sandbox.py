@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from sync_sandbox.process import RunningSandbox, start_sandbox
-from tests.conftest import WEBSHOP_KEY
+from tests.harness import WEBSHOP_KEY
 
 HEADERS = {"X-API-Key": WEBSHOP_KEY}
 COMMAND = str(Path(sys.executable).parent / "customwebshop-sandbox")

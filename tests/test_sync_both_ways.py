@@ -6,66 +6,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sync_sandbox.process import start_sandbox
-from tests.conftest import WEBSHOP_KEY
-from tests.test_target_chargebee import (
-    BIN,
-    CHARGEBEE_KEY,
-    Sync,
-    cb_client,
-    webshop_get,
-    webshop_patch,
-)
+from tests.harness import WEBSHOP_KEY, Sync, TwoWaySync, cb_client, webshop_get, webshop_patch
 
 SMALL = ("--generate", "customers=20,products=10,orders=20", "--seed", "3")
-
-
-class TwoWaySync(Sync):
-    def __init__(self, tmp: Path, shop, chargebee_sandbox):
-        super().__init__(tmp, shop, chargebee_sandbox)
-        self.env.update(
-            TAP_CHARGEBEE_API_URL=chargebee_sandbox.url + "/api/v2",
-            TAP_CHARGEBEE_API_KEY=CHARGEBEE_KEY,
-            TAP_CHARGEBEE_REQUESTS_PER_MINUTE="100000",
-            TARGET_CUSTOMWEBSHOP_API_URL=shop.url + "/api/v1",
-            TARGET_CUSTOMWEBSHOP_API_KEY=WEBSHOP_KEY,
-            TARGET_CUSTOMWEBSHOP_LINK_STORE_URL=self.link_store_url,
-            TARGET_CUSTOMWEBSHOP_REPORT_DIR=str(self.reports),
-        )
-
-    def command(self) -> list[str]:
-        return [str(BIN / "meltano"), "run", "sync"]
-
-    def run_with(self, **settings: Any) -> None:
-        """A sync run with target-customwebshop settings."""
-        saved = dict(self.env)
-        self.env.update({f"TARGET_CUSTOMWEBSHOP_{k.upper()}": str(v) for k, v in settings.items()})
-        try:
-            self.run()
-        finally:
-            self.env = saved
-
-    def reset_counts(self) -> None:
-        self.shop.reset_stats()
-        self.chargebee.reset_stats()
-
-    def write_counts(self) -> tuple[Counter, Counter]:
-        """Writes each server answered since the last reset: (webshop, Chargebee)."""
-        shop = Counter({op: sum(s.values()) for op, s in self.shop.stats()["operations"].items()
-                        if op.endswith((".create", ".patch", ".delete"))})  # fmt: skip
-        return +shop, +self.writes()
-
-    def reverse_report(self) -> dict:
-        import json
-        import os
-
-        reports = sorted(self.reports.glob("target-customwebshop-*.json"), key=os.path.getmtime)
-        return json.loads(reports[-1].read_text())
 
 
 @pytest.fixture

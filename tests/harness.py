@@ -1,0 +1,281 @@
+"""What the end-to-end tests share: an isolated Meltano run against the sandboxes (`Sync`,
+`TwoWaySync`), the official chargebee SDK as the judge of what Chargebee holds, and the
+webshop records passed through meltano.yml's maps as what it must hold."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import chargebee
+import psutil
+import pytest
+import requests
+import yaml
+from singer_sdk.mapper import PluginMapper
+
+from target_chargebee.params import CONTROL_FIELDS, remote_value, to_params, wire_value
+
+WEBSHOP_KEY = "test_webshop_key_0123456789"
+CHARGEBEE_KEY = "test_cb_key_0123456789"
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+GENERATE = ("--generate", "customers=30,products=20,orders=40", "--seed", "1")
+RESOURCES = ("customers", "items", "item_prices", "invoices", "orders")
+SDK_MODEL = {
+    "customers": ("Customer", "customer"),
+    "items": ("Item", "item"),
+    "item_prices": ("ItemPrice", "item_price"),
+    "invoices": ("Invoice", "invoice"),
+    "orders": ("Order", "order"),
+}
+#: Mapped keys the emulator answers under another name (Chargebee's documented shape).
+NOT_ECHOED = ("payments[",)  # an imported payment comes back as linked_payments
+
+
+class Sync:
+    """One isolated Meltano project state (system db, reports, link store) per test."""
+
+    def __init__(self, tmp: Path, shop, chargebee_sandbox, link_store_url: str | None = None):
+        self.tmp = tmp
+        self.shop = shop
+        self.chargebee = chargebee_sandbox
+        self.reports = tmp / "reports"
+        self.link_store_url = link_store_url or f"sqlite:///{tmp / 'links.db'}"
+        self.env = {
+            **os.environ,
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "MELTANO_ENVIRONMENT": "dev",
+            "MELTANO_DATABASE_URI": f"sqlite:///{tmp / 'meltano.db'}",
+            "MELTANO_SYS_DIR_ROOT": str(tmp / ".meltano"),
+            "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+            "MELTANO_DISABLE_TRACKING": "true",
+            "TAP_CUSTOMWEBSHOP_API_URL": shop.url + "/api/v1",
+            "TAP_CUSTOMWEBSHOP_API_KEY": WEBSHOP_KEY,
+            "TARGET_CHARGEBEE_API_URL": chargebee_sandbox.url + "/api/v2",
+            "TARGET_CHARGEBEE_API_KEY": CHARGEBEE_KEY,
+            "TARGET_CHARGEBEE_LINK_STORE_URL": self.link_store_url,
+            "TARGET_CHARGEBEE_REPORT_DIR": str(self.reports),
+            "TARGET_CHARGEBEE_REQUESTS_PER_MINUTE": "100000",
+            "TARGET_CHARGEBEE_MAX_CONCURRENCY": "4",
+            "SYNC_TEST_MARKER": uuid.uuid4().hex,  # finds this test's processes
+        }
+
+    def command(self) -> list[str]:
+        return [str(BIN / "meltano"), "run", "tap-customwebshop", "target-chargebee"]
+
+    def run(
+        self, check: bool = True, force: bool = False, **settings: Any
+    ) -> subprocess.CompletedProcess:
+        env = {**self.env, **{f"TARGET_CHARGEBEE_{k.upper()}": str(v) for k, v in settings.items()}}
+        command = self.command() + (["--force"] if force else [])
+        result = subprocess.run(
+            command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+        )
+        if check and result.returncode != 0:
+            pytest.fail(f"meltano run failed ({result.returncode}):\n{result.stderr[-6000:]}")
+        return result
+
+    def start(self) -> subprocess.Popen:
+        return subprocess.Popen(
+            self.command(),
+            cwd=REPO,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.tmp / "killed-run.log", "w"),  # noqa: SIM115
+            start_new_session=True,
+        )
+
+    def target_processes(self) -> list[psutil.Process]:
+        found = []
+        for process in psutil.process_iter(["cmdline"]):
+            try:
+                cmdline = " ".join(process.info["cmdline"] or [])
+                if "target-chargebee" in cmdline and "meltano" not in cmdline.split()[0]:
+                    marker = process.environ().get("SYNC_TEST_MARKER")
+                    if marker == self.env["SYNC_TEST_MARKER"]:
+                        found.append(process)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return found
+
+    def last_report(self) -> dict:
+        reports = sorted(self.reports.glob("target-chargebee-*.json"), key=os.path.getmtime)
+        return json.loads(reports[-1].read_text())
+
+    def writes(self) -> Counter:
+        """POSTs the emulator answered, by operation (all statuses)."""
+        stats = self.chargebee.stats()["operations"]
+        return Counter(
+            {op: sum(by_status.values()) for op, by_status in stats.items() if is_write(op)}
+        )
+
+
+def is_write(operation: str) -> bool:
+    """Operations of the emulator that are POSTs (everything but retrieve/list)."""
+    name = operation.rsplit(".", 1)[-1].lower()
+    return not (name.startswith("retrieve") or name.startswith("list") or name == "get")
+
+
+def cb_client(sandbox) -> chargebee.Chargebee:
+    port = sandbox.url.rsplit(":", 1)[1]
+    chargebee.main.Chargebee.verify_ca_certs = False
+    return chargebee.Chargebee(
+        api_key=CHARGEBEE_KEY, site="127", chargebee_domain=f"0.0.1:{port}", protocol="http"
+    )
+
+
+def cb_all(client: chargebee.Chargebee, resource: str, **filters: Any) -> list[dict]:
+    model, name = SDK_MODEL[resource]
+    rows, offset = [], None
+    while True:
+        params = {"limit": 100, **filters}
+        if offset:
+            params["offset"] = offset
+        page = getattr(client, model).list(params)
+        rows.extend(getattr(entry, name).raw_data for entry in page.list)
+        offset = page.next_offset
+        if not offset:
+            return rows
+
+
+# ---------------------------------------------------------------------------- expectations
+
+
+def webshop_records(sync: Sync) -> dict[str, list[dict]]:
+    """What the tap reads from the webshop now (RECORD messages by stream), and schemas."""
+    result = subprocess.run(
+        [str(BIN / "meltano"), "invoke", "tap-customwebshop"],
+        cwd=REPO,
+        env=sync.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    records: dict[str, list[dict]] = {"__schemas__": {}}  # type: ignore[dict-item]
+    for line in result.stdout.splitlines():
+        message = json.loads(line)
+        if message["type"] == "SCHEMA":
+            records["__schemas__"][message["stream"]] = message  # type: ignore[index]
+        elif message["type"] == "RECORD":
+            records.setdefault(message["stream"], []).append(message["record"])
+    return records
+
+
+def expected_chargebee(sync: Sync) -> dict[str, dict[str, dict]]:
+    """The webshop's records through meltano.yml's maps: what Chargebee must hold, by id."""
+    config = yaml.safe_load((REPO / "meltano.yml").read_text())
+    target = next(p for p in config["plugins"]["loaders"] if p["name"] == "target-chargebee")
+    mapper = PluginMapper(plugin_config=target["config"], logger=__import__("logging").getLogger())
+    source = webshop_records(sync)
+    out: dict[str, dict[str, dict]] = {r: {} for r in RESOURCES}
+    for stream, message in source["__schemas__"].items():  # type: ignore[union-attr]
+        mapper.register_raw_stream_schema(stream, message["schema"], message["key_properties"])
+    for stream, rows in source.items():
+        if stream == "__schemas__":
+            continue
+        for row in rows:
+            for stream_map in mapper.stream_maps[stream]:
+                mapped = stream_map.transform(dict(row))
+                if mapped is not None and stream_map.stream_alias in out:
+                    out[stream_map.stream_alias][mapped["id"]] = mapped
+    return out
+
+
+def assert_mirrors(sync: Sync, expected: dict[str, dict[str, dict]]) -> None:
+    """Every mapped, non-deleted record exists in Chargebee with every mapped field equal."""
+    client = cb_client(sync.chargebee)
+    for resource in RESOURCES:
+        actual = {row["id"]: row for row in cb_all(client, resource)}
+        wanted = {i: r for i, r in expected[resource].items() if not r.get("deleted")}
+        assert wanted, f"no {resource} generated"
+        missing = sorted(set(wanted) - set(actual))
+        assert not missing, f"{resource} missing in Chargebee: {missing[:5]}"
+        for record_id, record in wanted.items():
+            remote = actual[record_id]
+            for key, value in to_params(record).items():
+                if key.startswith(NOT_ECHOED):
+                    continue
+                theirs = wire_value(remote_value(remote, key))
+                assert (value or None) == (theirs or None), (
+                    f"{resource} {record_id} {key}: webshop {value!r}, Chargebee {theirs!r}"
+                )
+            assert set(CONTROL_FIELDS).isdisjoint(remote) or "deleted" in remote
+
+
+# ---------------------------------------------------------------------------- webshop access
+
+
+def webshop_get(sync: Sync, resource: str) -> list[dict]:
+    rows, cursor = [], None
+    while True:
+        answer = requests.get(
+            f"{sync.shop.url}/api/v1/{resource}",
+            params={"limit": 500, **({"cursor": cursor} if cursor else {})},
+            headers={"X-API-Key": WEBSHOP_KEY},
+            timeout=10,
+        )
+        answer.raise_for_status()
+        page = answer.json()
+        rows.extend(page["data"])
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return rows
+
+
+def webshop_patch(sync: Sync, resource: str, record_id: Any, changes: dict) -> dict:
+    answer = requests.patch(
+        f"{sync.shop.url}/api/v1/{resource}/{record_id}",
+        json=changes,
+        headers={"X-API-Key": WEBSHOP_KEY},
+        timeout=10,
+    )
+    assert answer.ok, answer.text
+    return answer.json()
+
+
+class TwoWaySync(Sync):
+    def __init__(self, tmp: Path, shop, chargebee_sandbox):
+        super().__init__(tmp, shop, chargebee_sandbox)
+        self.env.update(
+            TAP_CHARGEBEE_API_URL=chargebee_sandbox.url + "/api/v2",
+            TAP_CHARGEBEE_API_KEY=CHARGEBEE_KEY,
+            TAP_CHARGEBEE_REQUESTS_PER_MINUTE="100000",
+            TARGET_CUSTOMWEBSHOP_API_URL=shop.url + "/api/v1",
+            TARGET_CUSTOMWEBSHOP_API_KEY=WEBSHOP_KEY,
+            TARGET_CUSTOMWEBSHOP_LINK_STORE_URL=self.link_store_url,
+            TARGET_CUSTOMWEBSHOP_REPORT_DIR=str(self.reports),
+        )
+
+    def command(self) -> list[str]:
+        return [str(BIN / "meltano"), "run", "sync"]
+
+    def run_with(self, **settings: Any) -> None:
+        """A sync run with target-customwebshop settings."""
+        saved = dict(self.env)
+        self.env.update({f"TARGET_CUSTOMWEBSHOP_{k.upper()}": str(v) for k, v in settings.items()})
+        try:
+            self.run()
+        finally:
+            self.env = saved
+
+    def reset_counts(self) -> None:
+        self.shop.reset_stats()
+        self.chargebee.reset_stats()
+
+    def write_counts(self) -> tuple[Counter, Counter]:
+        """Writes each server answered since the last reset: (webshop, Chargebee)."""
+        shop = Counter({op: sum(s.values()) for op, s in self.shop.stats()["operations"].items()
+                        if op.endswith((".create", ".patch", ".delete"))})  # fmt: skip
+        return +shop, +self.writes()
+
+    def reverse_report(self) -> dict:
+        reports = sorted(self.reports.glob("target-customwebshop-*.json"), key=os.path.getmtime)
+        return json.loads(reports[-1].read_text())
