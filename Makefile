@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install demo stop test bench lint format
+.PHONY: install demo stop test bench lint format docs
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -25,6 +25,11 @@ test: install lint
 # Benchmarks print figures; they are not pass/fail tests.
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/sync.py
+
+# docs/dataflow.md from meltano.yml's maps, and each plugin README's `--about` settings;
+# tests/test_operator.py fails when the committed files differ from what this writes.
+docs: install
+	$(BIN)/sync-docs
 
 lint: install
 	$(BIN)/ruff check .

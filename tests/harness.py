@@ -67,14 +67,22 @@ class Sync:
             "SYNC_TEST_MARKER": uuid.uuid4().hex,  # finds this test's processes
         }
 
-    def command(self) -> list[str]:
-        return [str(BIN / "meltano"), "run", "tap-customwebshop", "target-chargebee"]
+    #: What `meltano run` runs: the forward pair here, the `sync` job in TwoWaySync.
+    blocks: tuple[str, ...] = ("tap-customwebshop", "target-chargebee")
+
+    def command(self, blocks: tuple[str, ...] | None = None) -> list[str]:
+        return [str(BIN / "meltano"), "run", *(blocks or self.blocks)]
 
     def run(
-        self, check: bool = True, force: bool = False, **settings: Any
+        self,
+        check: bool = True,
+        force: bool = False,
+        blocks: tuple[str, ...] | None = None,
+        **settings: Any,
     ) -> subprocess.CompletedProcess:
+        """`meltano run`; `settings` are target-chargebee settings for this run only."""
         env = {**self.env, **{f"TARGET_CHARGEBEE_{k.upper()}": str(v) for k, v in settings.items()}}
-        command = self.command() + (["--force"] if force else [])
+        command = self.command(blocks) + (["--force"] if force else [])
         result = subprocess.run(
             command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300
         )
@@ -92,12 +100,12 @@ class Sync:
             start_new_session=True,
         )
 
-    def target_processes(self) -> list[psutil.Process]:
+    def target_processes(self, name: str = "target-chargebee") -> list[psutil.Process]:
         found = []
         for process in psutil.process_iter(["cmdline"]):
             try:
                 cmdline = " ".join(process.info["cmdline"] or [])
-                if "target-chargebee" in cmdline and "meltano" not in cmdline.split()[0]:
+                if name in cmdline and "meltano" not in cmdline.split()[0]:
                     marker = process.environ().get("SYNC_TEST_MARKER")
                     if marker == self.env["SYNC_TEST_MARKER"]:
                         found.append(process)
@@ -183,7 +191,10 @@ def expected_chargebee(sync: Sync) -> dict[str, dict[str, dict]]:
             continue
         for row in rows:
             for stream_map in mapper.stream_maps[stream]:
-                mapped = stream_map.transform(dict(row))
+                try:
+                    mapped = stream_map.transform(dict(row))
+                except (ValueError, TypeError, KeyError):  # bad data: the target dead-letters it
+                    continue
                 if mapped is not None and stream_map.stream_alias in out:
                     out[stream_map.stream_alias][mapped["id"]] = mapped
     return out
@@ -231,9 +242,18 @@ def webshop_get(sync: Sync, resource: str) -> list[dict]:
 
 
 def webshop_patch(sync: Sync, resource: str, record_id: Any, changes: dict) -> dict:
-    answer = requests.patch(
-        f"{sync.shop.url}/api/v1/{resource}/{record_id}",
-        json=changes,
+    return webshop_send(sync, "PATCH", f"{resource}/{record_id}", changes)
+
+
+def webshop_post(sync: Sync, resource: str, body: dict) -> dict:
+    return webshop_send(sync, "POST", resource, body)
+
+
+def webshop_send(sync: Sync, method: str, path: str, body: dict) -> dict:
+    answer = requests.request(
+        method,
+        f"{sync.shop.url}/api/v1/{path}",
+        json=body,
         headers={"X-API-Key": WEBSHOP_KEY},
         timeout=10,
     )
@@ -254,8 +274,7 @@ class TwoWaySync(Sync):
             TARGET_CUSTOMWEBSHOP_REPORT_DIR=str(self.reports),
         )
 
-    def command(self) -> list[str]:
-        return [str(BIN / "meltano"), "run", "sync"]
+    blocks = ("sync",)
 
     def run_with(self, **settings: Any) -> None:
         """A sync run with target-customwebshop settings."""

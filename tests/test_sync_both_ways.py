@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 
 from sync_sandbox.process import start_sandbox
-from tests.harness import WEBSHOP_KEY, Sync, TwoWaySync, cb_client, webshop_get, webshop_patch
+from tests.harness import (
+    WEBSHOP_KEY,
+    Sync,
+    TwoWaySync,
+    cb_all,
+    cb_client,
+    webshop_get,
+    webshop_patch,
+)
 
 SMALL = ("--generate", "customers=20,products=10,orders=20", "--seed", "3")
 
@@ -99,6 +107,7 @@ def test_records_born_in_chargebee_get_a_webshop_twin_and_stay_linked(two_way):
     ],
 )
 def test_conflicts_follow_the_policy_and_are_reported(two_way, policy, newer, winner):
+    """In the `sync` job the reverse run comes first and meets the conflict."""
     cb = cb_client(two_way.chargebee)
     customer = next(c for c in webshop_get(two_way, "customers") if not c["deleted_at"])
     edits = {
@@ -156,3 +165,54 @@ def test_a_run_that_would_delete_most_customers_is_stopped(two_way):
     two_way.run_with(max_delete_percent=100)  # intended after all: one run allows it
     remaining = [c for c in webshop_get(two_way, "customers") if not c["deleted_at"]]
     assert len(remaining) == len(live) - 15
+
+
+@pytest.mark.parametrize("policy", ["newest_wins", "webshop_wins", "chargebee_wins"])
+def test_a_forward_only_run_checks_chargebee_before_overwriting(two_way, policy):
+    cb = cb_client(two_way.chargebee)
+    customer = next(c for c in webshop_get(two_way, "customers") if not c["deleted_at"])
+    cb.Customer.update(f"cws_{customer['id']}", {"phone": "+1 555 0100", "company": ""})
+    time.sleep(1.1)  # the webshop's edit is the newer one
+    webshop_patch(two_way, "customers", customer["id"], {"phone": "+46 8 555 0199"})
+    two_way.run(blocks=("tap-customwebshop", "target-chargebee"), conflict_policy=policy)
+    winner = "chargebee" if policy == "chargebee_wins" else "webshop"
+    phone = {"chargebee": "+1 555 0100", "webshop": "+46 8 555 0199"}[winner]
+    remote = cb.Customer.retrieve(f"cws_{customer['id']}").customer
+    assert remote.phone == phone
+    assert remote.company == (customer["company"] if winner == "webshop" else None)
+    conflicts = two_way.last_report()["conflicts"]
+    assert [(c["webshop_id"], c["winner"], c["policy"]) for c in conflicts] == [
+        (str(customer["id"]), winner, policy)
+    ]
+    assert conflicts[0]["chargebee"]["phone"] == "+1 555 0100"
+    assert conflicts[0]["webshop"]["phone"] == "+46 8 555 0199"
+    two_way.run_with(conflict_policy=policy)  # the `sync` job settles the other side
+    assert webshop_one(two_way, "customers", customer["id"])["phone"] == phone
+    assert_quiet(two_way)
+
+
+def test_edits_made_only_in_the_webshop_are_not_taken_for_conflicts(two_way):
+    cb = cb_client(two_way.chargebee)
+    live = [c for c in webshop_get(two_way, "customers") if not c["deleted_at"]]
+    in_chargebee = {o["id"] for o in cb_all(cb, "orders")}
+    orders = [o for o in webshop_get(two_way, "orders") if f"cws_{o['id']}" in in_chargebee]
+    for customer in live:  # a new resource_version, but no mapped field touched
+        cb.Customer.update(f"cws_{customer['id']}", {"net_term_days": 7})
+        webshop_patch(two_way, "customers", customer["id"], {"phone": f"+49 30 {customer['id']}"})
+    for order in orders:
+        cb.Order.update(f"cws_{order['id']}", {"batch_id": "B-7"})
+        webshop_patch(two_way, "orders", order["id"], {"tracking_number": f"T-{order['id']}"})
+    two_way.reset_counts()
+    two_way.run(blocks=("tap-customwebshop", "target-chargebee"))
+    reads = two_way.chargebee.stats()["operations"]
+    assert sum(reads["retrieve_customer"].values()) >= len(live)  # each update checked first
+    report = two_way.last_report()
+    assert report["conflicts"] == []
+    assert report["streams"]["customers"]["updated"] == len(live)
+    assert report["streams"]["orders"]["updated"] == len(orders)
+    for order in orders:
+        tracking = cb.Order.retrieve(f"cws_{order['id']}").order.tracking_id
+        assert tracking == f"T-{order['id']}"
+    for customer in live:
+        remote = cb.Customer.retrieve(f"cws_{customer['id']}").customer
+        assert remote.phone == f"+49 30 {customer['id']}"

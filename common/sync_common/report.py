@@ -1,13 +1,17 @@
-"""What a run did, per stream: the log summary and the JSON report file (one per run).
+"""What a run did, or in a dry run would do, per stream: progress lines while it runs, the
+summary table in the log, and the JSON report file (one per run).
 
-Neither holds a secret: counts, ids, the far side's reasons for refusals, the API call counts,
-and for conflicts the two versions of the record.
+A dry run counts with the same outcomes as a real run, so the plan and the run compare one to
+one. Neither output holds a secret: counts, ids, the far side's reasons for refusals, the API
+call counts, for conflicts the two versions of the record, and in a dry run the fields an
+update would change (old and new value).
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import secrets
 import time
@@ -15,12 +19,18 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-#: Outcomes of a real run, in the order the summary shows them.
-OUTCOMES = ("created", "updated", "unchanged", "deleted", "skipped", "rejected")
-#: Plan categories of a dry run.
-PLAN = ("new", "matched", "update", "unchanged", "delete", "ambiguous", "refused", "waiting")
-#: Rejections kept in the report file with their reasons (all are in the dead-letter table).
-MAX_LISTED = 200
+#: Outcomes of a run (a dry run: what the real run would do), in the order the summary shows
+#: them. `matched`: linked to a record the far side already had (updated where it differed).
+OUTCOMES = ("created", "matched", "updated", "unchanged", "deleted", "skipped", "rejected")
+#: Records the report file lists per stream with their outcome, and rejections it lists with
+#: their reasons (all are counted; rejections are all in the dead-letter table).
+MAX_LISTED = 1000
+#: Records per stream and outcome a dry run's log lists (the report file lists more).
+LOG_LISTED = 10
+#: Seconds between progress lines. No total is known in advance (a Singer target reads a
+#: stream, and neither API announces a count), so a line shows records done and the rate,
+#: not the time left.
+PROGRESS_SECONDS = 30.0
 
 
 def default_report_dir() -> Path:
@@ -33,13 +43,29 @@ def default_report_dir() -> Path:
 
 
 class RunReport:
-    def __init__(self, plugin: str, *, dry_run: bool = False) -> None:
+    def __init__(
+        self,
+        plugin: str,
+        *,
+        dry_run: bool = False,
+        logger: logging.Logger | None = None,
+        progress_seconds: float | None = None,
+    ) -> None:
         self.plugin = plugin
         self.dry_run = dry_run
+        self.logger = logger
         self.started = datetime.datetime.now(datetime.UTC)
         self._clock = time.monotonic()
+        if progress_seconds is None:  # the environment may ask for more frequent lines
+            progress_seconds = float(os.environ.get("SYNC_PROGRESS_SECONDS") or PROGRESS_SECONDS)
+        self._progress_seconds = progress_seconds
+        self._next_progress = self._clock + progress_seconds
         self.outcomes: dict[str, Counter[str]] = {}
-        self.plan: dict[str, Counter[str]] = {}
+        #: Records with an outcome other than unchanged: ids, and in a dry run the fields an
+        #: update changes as {field: [old, new]}.
+        self.changes: list[dict[str, Any]] = []
+        self.not_listed: Counter[str] = Counter()
+        self._listed: Counter[str] = Counter()
         self.records_in: Counter[str] = Counter()
         self.deferred: Counter[str] = Counter()
         self.rejections: list[dict[str, Any]] = []
@@ -51,12 +77,42 @@ class RunReport:
     def received(self, stream: str) -> None:
         self.records_in[stream] += 1
         self.outcomes.setdefault(stream, Counter())
+        if self.logger is not None and time.monotonic() >= self._next_progress:
+            self._next_progress = time.monotonic() + self._progress_seconds
+            self.logger.info("%s", self.progress_line())
+
+    def progress_line(self) -> str:
+        seconds = time.monotonic() - self._clock
+        done = sum(self.records_in.values())
+        streams = ", ".join(f"{s} {n}" for s, n in self.records_in.items())
+        outcomes = ", ".join(f"{k} {self.total(k)}" for k in OUTCOMES if self.total(k))
+        rate = done / seconds if seconds else 0.0
+        return f"Progress: {done} records in {seconds:.0f} s ({rate:.1f}/s): {streams}; {outcomes}"
 
     def count(self, stream: str, outcome: str) -> None:
         self.outcomes.setdefault(stream, Counter())[outcome] += 1
 
-    def planned(self, stream: str, category: str) -> None:
-        self.plan.setdefault(stream, Counter())[category] += 1
+    def change(
+        self,
+        stream: str,
+        outcome: str,
+        *,
+        webshop_id: str | None,
+        chargebee_id: str | None,
+        fields: dict[str, list[Any]] | None = None,
+    ) -> None:
+        """List one record's outcome in the report (unchanged records are only counted)."""
+        if outcome == "unchanged":
+            return
+        if self._listed[stream] >= MAX_LISTED:
+            self.not_listed[stream] += 1
+            return
+        self._listed[stream] += 1
+        entry: dict[str, Any] = {"stream": stream, "outcome": outcome}
+        entry.update(webshop_id=webshop_id, chargebee_id=chargebee_id)
+        if fields:
+            entry["fields"] = fields
+        self.changes.append(entry)
 
     def rejected(
         self, stream: str, webshop_id: str, chargebee_id: str | None, reason: str, **extra: Any
@@ -72,14 +128,12 @@ class RunReport:
     def as_dict(self, api_calls: dict[str, Any]) -> dict[str, Any]:
         seconds = round(time.monotonic() - self._clock, 3)
         records = sum(self.records_in.values())
-        streams = sorted(set(self.outcomes) | set(self.plan))
+        conflicts = Counter(c["stream"] for c in self.conflicts)
         per_stream: dict[str, Any] = {}
-        for stream in streams:
+        for stream in sorted(self.outcomes):
             entry: dict[str, Any] = {"records": self.records_in[stream]}
-            if self.dry_run:
-                entry["plan"] = {k: self.plan.get(stream, Counter())[k] for k in PLAN}
-            else:
-                entry.update({k: self.outcomes.get(stream, Counter())[k] for k in OUTCOMES})
+            entry.update({k: self.outcomes[stream][k] for k in OUTCOMES})
+            entry["conflicts"] = conflicts[stream]
             if self.deferred[stream]:
                 entry["waited_for_parent"] = self.deferred[stream]
             per_stream[stream] = entry
@@ -93,6 +147,9 @@ class RunReport:
             "records_per_second": round(records / seconds, 1) if seconds else None,
             "streams": per_stream,
             "rejected": self.total("rejected"),
+            "api_calls_total": sum(v for v in api_calls.values() if isinstance(v, int)),
+            "changes": self.changes,
+            "changes_not_listed": dict(self.not_listed),
             "rejections": self.rejections,
             "ambiguous_matches": self.ambiguous,
             "conflicts": self.conflicts,
@@ -101,16 +158,28 @@ class RunReport:
         }
 
     def summary_lines(self, data: dict[str, Any]) -> list[str]:
-        title = "Dry run plan (nothing written)" if self.dry_run else "Run summary"
-        lines = [f"{title}: {data['records']} records in {data['seconds']} s"]
+        title = (
+            "Dry-run plan (nothing written; what a real run would do)"
+            if self.dry_run
+            else "Run summary"
+        )
+        lines = [
+            f"{title}: {self.plugin}, {data['records']} records in {data['seconds']} s, "
+            f"{data['api_calls_total']} API calls"
+        ]
+        columns = ("records", *OUTCOMES, "conflicts")
+        width = max([len("stream"), *map(len, data["streams"])])
+        lines.append(f"  {'stream':<{width}} " + " ".join(f"{c:>9}" for c in columns))
         for stream, entry in data["streams"].items():
-            keys = PLAN if self.dry_run else OUTCOMES
-            source = entry["plan"] if self.dry_run else entry
-            counts = ", ".join(f"{k} {source[k]}" for k in keys)
-            lines.append(f"  {stream}: {entry['records']} records: {counts}")
-        calls = data["api_calls"]
-        if calls:
-            lines.append("  API calls: " + json.dumps(calls, sort_keys=True))
+            counts = " ".join(f"{entry[c]:>9}" for c in columns)
+            lines.append(f"  {stream:<{width}} {counts}")
+        if self.dry_run:
+            lines.extend(self._plan_lines())
+        writes = data["api_calls"].get("writes_by_operation", {})
+        for name, calls in (("API calls", data["api_calls"]), ("writes", writes)):
+            counts = [f"{call} {n}" for call, n in calls.items() if isinstance(n, int)]
+            if counts:
+                lines.append(f"  {name}: " + ", ".join(counts))
         for rejection in self.rejections[:20]:
             lines.append(
                 "  rejected {stream} {webshop_id} ({chargebee_id}): {reason}".format(**rejection)
@@ -122,6 +191,25 @@ class RunReport:
                 "  conflict {stream} {webshop_id} ({chargebee_id}): {winner} won".format(**conflict)
             )
         lines.extend(f"  note: {note}" for note in self.notes)
+        return lines
+
+    def _plan_lines(self) -> list[str]:
+        """The records a dry run would write, LOG_LISTED per stream and outcome."""
+        lines, shown = [], Counter()
+        for change in self.changes:
+            key = (change["stream"], change["outcome"])
+            shown[key] += 1
+            if shown[key] > LOG_LISTED:
+                continue
+            ids = " / ".join(str(i) for i in (change["webshop_id"], change["chargebee_id"]) if i)
+            line = f"  would be {change['outcome']}: {change['stream']} {ids}"
+            fields = change.get("fields") or {}
+            if fields:
+                line += ": " + "; ".join(f"{k} {o!r} -> {n!r}" for k, (o, n) in fields.items())
+            lines.append(line)
+        for (stream, outcome), count in shown.items():
+            if count > LOG_LISTED:
+                lines.append(f"  … {count - LOG_LISTED} more {outcome} {stream} in the report file")
         return lines
 
     def write(self, directory: Path, data: dict[str, Any]) -> Path:

@@ -1,5 +1,6 @@
 """`make demo`: start both sandboxes on loopback with generated data, run the two-way sync,
-then edit a customer in Chargebee and show the edit arriving in the webshop.
+then edit a customer in Chargebee and a product in the webshop, show the dry run's plan, run
+the sync and show the edits arriving.
 
 State lives in `.demo/` (databases, logs, pids); the API keys go to `.env`, where Meltano reads
 them, so they are never printed. `make stop` stops the servers; the data stays for the next run.
@@ -83,16 +84,20 @@ Contracts: docs/customwebshop-api.md, docs/chargebee-emulator.md. Stop with `mak
     )
 
 
-def meltano_sync() -> None:
+def meltano_sync(*, dry_run: bool = False) -> None:
     """`meltano run sync` (both directions), with the venv's plugins on PATH."""
     bin_dir = os.path.dirname(sys.executable)
     env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
-    print("\n$ meltano run sync", flush=True)
+    settings = {"TARGET_CHARGEBEE_DRY_RUN": "true", "TARGET_CUSTOMWEBSHOP_DRY_RUN": "true"}
+    if dry_run:
+        env.update(settings)
+    prefix = "".join(f"{name}=true " for name in settings) if dry_run else ""
+    print(f"\n$ {prefix}meltano run sync", flush=True)
     subprocess.run([os.path.join(bin_dir, "meltano"), "run", "sync"], env=env, check=True)
 
 
 def demo() -> None:
-    """Start, sync both ways, edit a customer in Chargebee, sync again, show the result."""
+    """Start, sync both ways, edit on both sides, plan (dry run), sync, show the result."""
     start()
     meltano_sync()
     keys = demo_keys()
@@ -105,6 +110,13 @@ def demo() -> None:
     print(
         f"\nEdited in Chargebee: customer cws_{first['id']} e-mail {first['email']} -> {new_email}"
     )
+    product = requests.get(f"{api_root('customwebshop')}/products", params={"limit": 1},
+                           headers=webshop, timeout=10).json()["data"][0]  # fmt: skip
+    price = int(product["price"]) + 100
+    requests.patch(f"{api_root('customwebshop')}/products/{product['id']}", json={"price": price},
+                   headers=webshop, timeout=10).raise_for_status()  # fmt: skip
+    print(f"Edited in the webshop: product {product['id']} price {product['price']} -> {price}")
+    meltano_sync(dry_run=True)  # the plan: what the next run will write, nothing written yet
     meltano_sync()
     now = requests.get(f"{api_root('customwebshop')}/customers/{first['id']}", headers=webshop,
                        timeout=10).json()  # fmt: skip

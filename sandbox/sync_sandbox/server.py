@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import random
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -41,6 +43,10 @@ class Knobs:
     timeout_rate: float = 0.0  # share of requests that hang for `hang_seconds`, then drop
     drop_response_rate: float = 0.0  # share of writes committed, then the connection closed
     hang_seconds: float = 30.0
+    rate_limited_rate: float = 0.0  # share of requests answered 429 (a storm), doing nothing
+    retry_after: bool = True  # whether 429 answers carry Retry-After
+    reset_rate: float = 0.0  # share of requests whose connection is reset before anything
+    truncate_rate: float = 0.0  # share of successful GETs whose JSON body is cut in half
     seed: int | None = None  # makes the fault draws (and generated data) repeatable
 
     def update(self, changes: dict) -> None:
@@ -97,6 +103,7 @@ class Sandbox:
         self.render = render
         self.window = RateWindow()
         self.counts: Counter[tuple[str, int]] = Counter()
+        self.faults: Counter[str] = Counter()  # injected faults by kind
         self.in_flight = 0
         self._lock = threading.Lock()
         self._random = random.Random(knobs.seed)
@@ -121,11 +128,15 @@ class Sandbox:
         g.counted_in_flight = False
         if not self.authenticate():
             return self.render(Refusal(401, "unauthorized", "missing or invalid API key"))
+        if self._draw(self.knobs.reset_rate):
+            self._fault("reset")
+            _reset_connection()
+            return Response(status=500)  # never reaches the client: the socket is gone
         wait = self.window.admit(self.knobs.requests_per_minute, self.knobs.rate_window_seconds)
+        if not wait and self._draw(self.knobs.rate_limited_rate):
+            wait = 1.0
         if wait:
-            return self.render(
-                Refusal(429, "rate_limited", "request rate limit exceeded", retry_after=wait)
-            )
+            return self._rate_limited("request rate limit exceeded", wait)
         with self._lock:
             if self.knobs.max_concurrency and self.in_flight >= self.knobs.max_concurrency:
                 busy = True
@@ -134,19 +145,28 @@ class Sandbox:
                 self.in_flight += 1
                 g.counted_in_flight = True
         if busy:
-            return self.render(
-                Refusal(429, "rate_limited", "too many concurrent requests", retry_after=1)
-            )
+            return self._rate_limited("too many concurrent requests", 1)
         if self.knobs.latency_ms:
             time.sleep(self.knobs.latency_ms / 1000)
         if self._draw(self.knobs.timeout_rate):
+            self._fault("timeout")
             time.sleep(self.knobs.hang_seconds)
             _drop_connection()
             return Response(status=500)  # never reaches the client: the socket is gone
         if self._draw(self.knobs.error_rate):
             status = self._random.choice([500, 502, 503])
+            self._fault("server_error")
             return self.render(Refusal(status, "injected_fault", "injected server error"))
         return None
+
+    def _fault(self, kind: str) -> None:
+        with self._lock:
+            self.faults[kind] += 1
+
+    def _rate_limited(self, message: str, wait: float) -> Response:
+        self._fault("rate_limited")
+        retry_after = wait if self.knobs.retry_after else None
+        return self.render(Refusal(429, "rate_limited", message, retry_after=retry_after))
 
     def _after(self, response: Response) -> Response:
         if request.path.startswith(CONTROL_PREFIX):
@@ -158,7 +178,16 @@ class Sandbox:
             and response.status_code < 300
             and self._draw(self.knobs.drop_response_rate)
         ):
+            self._fault("dropped_response")
             _drop_connection()  # the write is committed; the client never hears of it
+        elif (
+            request.method == "GET"
+            and response.status_code == 200
+            and self._draw(self.knobs.truncate_rate)
+        ):
+            self._fault("truncated")
+            data = response.get_data()
+            response.set_data(data[: len(data) // 2])  # a complete answer with half a body
         return response
 
     def _teardown(self, _exc: BaseException | None) -> None:
@@ -172,11 +201,13 @@ class Sandbox:
             for (operation, status), n in sorted(self.counts.items()):
                 by_operation.setdefault(operation, {})[str(status)] = n
             total = sum(self.counts.values())
-        return jsonify({"total": total, "operations": by_operation})
+            faults = dict(sorted(self.faults.items()))
+        return jsonify({"total": total, "operations": by_operation, "faults": faults})
 
     def _reset(self) -> Response:
         with self._lock:
             self.counts.clear()
+            self.faults.clear()
         return self._stats()
 
     def _knobs(self) -> Response:
@@ -198,6 +229,15 @@ def _drop_connection() -> None:
             sock.shutdown(socket.SHUT_RDWR)
 
 
+def _reset_connection() -> None:
+    """Abort the client's connection with a TCP reset (RST), as a crashed peer would."""
+    sock = request.environ.get("werkzeug.socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            os.close(sock.detach())  # linger 0: closing sends RST instead of FIN
+
+
 def add_common_arguments(parser: argparse.ArgumentParser, default_port: int) -> None:
     """The flags every sandbox takes: where to listen, where to keep state, the key, the knobs."""
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
@@ -206,8 +246,14 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_port: int) -> 
     parser.add_argument("--api-key", required=True, help="the only API key accepted")
     for f in fields(Knobs):
         flag = "--" + f.name.replace("_", "-")
-        kind = {"int": int, "float": float, "int | None": int}.get(str(f.type), float)
+        kind = {"int": int, "float": float, "int | None": int, "bool": _boolean}.get(
+            str(f.type), float
+        )
         parser.add_argument(flag, type=kind, default=f.default, help=f"knob (default {f.default})")
+
+
+def _boolean(text: str) -> bool:
+    return text.strip().lower() in ("1", "true", "yes", "on")
 
 
 def knobs_from_arguments(args: argparse.Namespace) -> Knobs:

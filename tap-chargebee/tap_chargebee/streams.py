@@ -32,6 +32,14 @@ COMMON = (
 )
 
 
+#: Errors that are about a setting, not a record: the message names the setting to check.
+SETTING_HINTS = {
+    401: " (check the api_key setting)",
+    403: " (check the api_key setting)",
+    404: " (check the site / api_url setting)",
+}
+
+
 class ChargebeeStream(RESTStream):
     """`GET /{name}?limit=100&sort_by[asc]=updated_at[&updated_at[after]=…]`."""
 
@@ -49,6 +57,10 @@ class ChargebeeStream(RESTStream):
     @property
     def path(self) -> str:
         return f"/{self.name}"
+
+    @property
+    def timeout(self) -> int:
+        return self.config.get("request_timeout") or 60
 
     @property
     def records_jsonpath(self) -> str:
@@ -90,7 +102,8 @@ class ChargebeeStream(RESTStream):
             detail = f"{body.get('api_error_code')}: {body.get('message')}"
         except ValueError:
             detail = "no error details in the response"
-        return f"{response.status_code} {response.reason} for GET {self.path}: {detail}"
+        hint = SETTING_HINTS.get(response.status_code, "")
+        return f"{response.status_code} {response.reason} for GET {self.path}: {detail}{hint}"
 
 
 class CustomersStream(ChargebeeStream):

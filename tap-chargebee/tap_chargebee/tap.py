@@ -3,17 +3,24 @@ incremental by updated_at, deletions included, throttled to the site's request l
 
 from __future__ import annotations
 
+import typing as t
 from functools import cached_property
 
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
+from singer_sdk.contrib.msgspec import MsgSpecWriter
+from singer_sdk.exceptions import ConfigValidationError
 
 from sync_common.throttle import Throttle, ThrottledSession
 from tap_chargebee import streams
 
 
 class TapChargebee(Tap):
+    """Customers, items, item prices and orders of a Chargebee site (API v2), incremental by
+    updated_at, deletions included, throttled to the site's request limit."""
+
     name = "tap-chargebee"
+    message_writer_class = MsgSpecWriter  # the SDK's faster JSON writer (bench/README.md)
     package_name = "webshop-chargebee-sync"
 
     config_jsonschema = th.PropertiesList(
@@ -47,7 +54,20 @@ class TapChargebee(Tap):
             description="Client-side limit on API calls per rolling minute (the plan's limit; "
             "share it with target-chargebee when both run against one site).",
         ),
+        th.Property(
+            "request_timeout",
+            th.IntegerType(minimum=1),
+            default=60,
+            description="Seconds to wait for a response before the request is retried.",
+        ),
     ).to_dict()
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        located = self.config.get("site") or self.config.get("api_url")
+        if kwargs.get("validate_config", True) and not located:
+            errors = ["site: missing (the Chargebee site name; or set api_url)"]
+            raise ConfigValidationError("Config validation failed", errors=errors)
 
     @cached_property
     def throttled_session(self) -> ThrottledSession:

@@ -10,7 +10,7 @@ from functools import cached_property
 from importlib import resources
 from urllib.parse import urlparse
 
-from singer_sdk import OpenAPISchema, RESTStream
+from singer_sdk import OpenAPISchema, RESTStream, StreamSchema
 from singer_sdk.authenticators import APIKeyAuthenticator
 from singer_sdk.exceptions import FatalAPIError
 from singer_sdk.helpers.jsonpath import extract_jsonpath
@@ -22,6 +22,25 @@ if t.TYPE_CHECKING:
 
 #: The API contract; the stream schemas are its `Customer`, `Product` and `Order` components.
 OPENAPI = OpenAPISchema(resources.files("sync_common") / "customwebshop-openapi.yaml")
+
+
+class ContractSchema(StreamSchema):
+    """A component of the contract as a stream's schema, resolved once per stream: the SDK's
+    StreamSchema resolves (deep-copies) it on every read of `schema`, which the SDK does for
+    every record, and that was most of the tap's CPU (bench/README.md)."""
+
+    def get_stream_schema(self, stream: t.Any, stream_class: t.Any) -> dict:
+        if "_contract_schema" not in stream.__dict__:
+            stream.__dict__["_contract_schema"] = super().get_stream_schema(stream, stream_class)
+        return stream.__dict__["_contract_schema"]
+
+
+#: Errors that are about a setting, not a record: the message names the setting to check.
+SETTING_HINTS = {
+    401: " (check the api_key setting)",
+    403: " (check the api_key setting)",
+    404: " (check the api_url setting and the *_path settings)",
+}
 
 
 class CustomwebshopStream(RESTStream):
@@ -88,7 +107,8 @@ class CustomwebshopStream(RESTStream):
         except (ValueError, KeyError, TypeError, AttributeError):
             detail = "no error details in the response"
         path = urlparse(response.url).path
-        return f"{response.status_code} {response.reason} for GET {path}: {detail}"
+        hint = SETTING_HINTS.get(response.status_code, "")
+        return f"{response.status_code} {response.reason} for GET {path}: {detail}{hint}"
 
     def backoff_wait_generator(self) -> t.Generator[float, t.Any, None]:
         """Seconds to wait before each retry: the server's Retry-After when it sends one

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from singer_sdk import StreamSchema
-
-from tap_customwebshop.client import OPENAPI, CustomwebshopStream
+from tap_customwebshop.client import OPENAPI, ContractSchema, CustomwebshopStream
 
 
 class CustomersStream(CustomwebshopStream):
     name = "customers"
-    schema = StreamSchema(OPENAPI, key="Customer")
+    schema = ContractSchema(OPENAPI, key="Customer")
 
 
 class ProductsStream(CustomwebshopStream):
     name = "products"
-    schema = StreamSchema(OPENAPI, key="Product")
+    schema = ContractSchema(OPENAPI, key="Product")
 
 
 class OrdersStream(CustomwebshopStream):
     name = "orders"
-    schema = StreamSchema(OPENAPI, key="Order")
+    schema = ContractSchema(OPENAPI, key="Order")

@@ -16,26 +16,38 @@ One record's journey (`submit`):
 4. A refusal by Chargebee (4xx) dead-letters the record with Chargebee's reason and the run
    goes on. Anything else (network, 5xx or 429 after the client's retries, the link store)
    raises: the target stops without emitting state, so nothing is lost.
+
+Concurrency: up to `max_concurrency` records are upserted at once, in worker threads, so that
+network latency does not cap throughput below the request budget. All engine state is guarded
+by one lock that a worker lets go only while it waits for an API answer. A record never runs
+while its parent or an earlier version of itself is still running; it waits as for a missing
+parent and goes when that one is done.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from sync_common.chargebee import ChargebeeClient
+from sync_common.conflicts import chargebee_wins, keep_filled
 from sync_common.guard import DeleteGuard
 from sync_common.http import ApiError
 from sync_common.report import RunReport
 from target_chargebee.params import (
     Params,
     composite_hash,
+    differences,
     encode,
     idempotency_key,
+    remote_value,
     split_hash,
     to_params,
+    wire_value,
 )
 from target_chargebee.store import Link, Links
 
@@ -70,6 +82,9 @@ class Job:
     version: Any = None  # Chargebee's resource_version after the last write or read
     recreated: bool = False  # linked, but gone from Chargebee: made again
     notes: list[str] = field(default_factory=list)
+    provisional_hash: str | None = None  # saved until a deferred write (archive_later) is done
+    remote: dict | None = None  # the Chargebee record as read (dry run: the "old" values)
+    changes: dict[str, list] = field(default_factory=dict)  # dry run: field -> [old, new]
 
     @property
     def stream(self) -> str:
@@ -94,7 +109,7 @@ class Engine:
         self.settings = settings
         self.logger = logger
         self.dry_run = bool(settings.get("dry_run"))
-        self.report = RunReport("target-chargebee", dry_run=self.dry_run)
+        self.report = RunReport("target-chargebee", dry_run=self.dry_run, logger=logger)
         self.delete_guard = DeleteGuard(links, settings.get("max_delete_percent"))
         self.known: dict[Ref, str] = {}  # parents that exist in Chargebee (or will, in a plan)
         self.absent: set[Ref] = set()  # parents looked up this run and not found
@@ -103,14 +118,82 @@ class Engine:
         self.blocked: dict[Ref, int] = defaultdict(int)  # records with a job waiting
         self.once: set[str] = set()  # per-run one-time preparations (the item family)
         self.writes: Counter[str] = Counter()  # write calls by resource and operation
+        self.unverified: set[Ref] = set()  # missing parents not yet looked up in Chargebee
+        self.to_archive: list[tuple[Job, str]] = []  # archive_later: (job, path)
+        self.lock = threading.Lock()  # all of the above; let go while an API call waits
+        self.changed = threading.Condition(self.lock)  # a job finished
+        self.running: Counter[Ref] = Counter()  # records queued or upserting in a worker
+        self.failure: BaseException | None = None  # a worker's error, raised in the reader
+        workers = max(1, int(settings.get("max_concurrency") or 1))
+        self.max_queued = 2 * workers  # the reader waits beyond this: memory stays flat
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="upsert")
 
     # ---------------------------------------------------------------- entry points
 
     @property
     def pending(self) -> int:
-        return sum(len(jobs) for jobs in self.waiting.values())
+        """Records received and not yet written or refused."""
+        with self.lock:
+            return sum(len(jobs) for jobs in self.waiting.values()) + sum(self.running.values())
 
-    def submit(self, sink: ResourceSink, record: dict[str, Any], *, retry: bool = False) -> None:
+    def submit(self, sink: ResourceSink, record: dict[str, Any]) -> None:
+        """One record from the stream maps (the reader's thread)."""
+        with self.lock:
+            self._raise_failure()
+            while sum(self.running.values()) >= self.max_queued:
+                self.changed.wait()
+                self._raise_failure()
+            self._submit(sink, record)
+
+    def verify(self) -> None:
+        """After the maps of one source record ran: parents still missing are looked up in
+        Chargebee now. Not before, because the same source record often brings them (an
+        order's invoice comes from the same webshop order, after it). And new items that
+        are to be archived are archived now, after their prices."""
+        with self.lock:
+            refs, self.unverified = self.unverified, set()
+            for ref in refs:
+                if ref in self.waiting and not self.running[ref] and self._lookup(ref):
+                    self._release(ref)
+            if self.to_archive:
+                self._archive_deferred()
+
+    def archive_later(self, job: Job, path: str) -> None:
+        """Archive a new item once the rest of its source record (its prices) is written:
+        Chargebee adds no price to an archived item. Until then its link holds the hash of
+        the active item, so a run that stops in between archives it the next time."""
+        active = replace(job, params={**job.params, "status": "active"})
+        job.provisional_hash = composite_hash(job.sink.hash_parts(active))
+        self.to_archive.append((job, path))
+
+    def _archive_deferred(self) -> None:
+        while sum(self.running.values()):  # the prices of these items
+            self.changed.wait()
+        self._raise_failure()
+        jobs, self.to_archive = self.to_archive, []
+        for job, path in jobs:
+            try:
+                self.write(job, "archive", path, {"status": "archived"})
+            except ApiError as error:
+                if not error.is_refusal:
+                    raise
+                self.reject(job, error.reason, api_error_code=error.code, param=error.param)
+                continue
+            if not self.dry_run:
+                self.save_link(job, composite_hash(job.sink.hash_parts(job)))
+
+    def settle(self) -> None:
+        """Wait until no record is upserting (before state is taken, at the end)."""
+        with self.lock:
+            while sum(self.running.values()):
+                self.changed.wait()
+            self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    def _submit(self, sink: ResourceSink, record: dict[str, Any], *, retry: bool = False) -> None:
         if not retry:
             self.report.received(sink.stream_name)
         det_id = str(record.get("id") or "")
@@ -120,6 +203,9 @@ class Engine:
         own: Ref = (sink.resource, det_id)
         if not retry and self.blocked[own]:
             # An earlier version of this record waits for a parent: keep the order.
+            self._wait(sink, record, own, own)
+            return
+        if self.running[own]:  # an earlier version of this record is being written
             self._wait(sink, record, own, own)
             return
         params = to_params(record)
@@ -136,20 +222,53 @@ class Engine:
             det_id=det_id,
             params=resolved,
         )
-        self._run(job)
+        self.running[own] += 1
+        self.pool.submit(self._work, job)
+
+    def _work(self, job: Job) -> None:
+        """A worker's part: the upsert, then what waited for this record."""
+        own = (job.resource, job.det_id)
+        with self.lock:
+            try:
+                if self.failure is None:
+                    self._run(job)
+            except BaseException as error:  # noqa: BLE001 (handed to the reader's thread)
+                self.failure = error
+            finally:
+                self.running[own] -= 1
+                if not self.running[own]:
+                    del self.running[own]
+                self.changed.notify_all()
+            if self.failure is None and own in self.waiting:
+                # its children, and later versions of it that queued behind it
+                try:
+                    self._release(own)
+                except BaseException as error:  # noqa: BLE001
+                    self.failure = error
 
     def finish(self) -> None:
         """End of input: retry what waits for a parent; dead-letter what still cannot go."""
+        self.settle()
+        with self.lock:
+            if self.to_archive:
+                self._archive_deferred()
+            self._finish()
+
+    def _finish(self) -> None:
         progress = True
         while self.waiting and progress:
             progress = False
             for ref in list(self.waiting):
-                if ref not in self.waiting:
+                if ref not in self.waiting or self.running[ref]:
                     continue
                 self.absent.discard(ref)
                 if self._lookup(ref) is not None:
                     progress = True
                     self._release(ref)
+            while sum(self.running.values()):  # what was released, and what it released
+                self.changed.wait()
+                progress = True
+            self._raise_failure()
         for ref, jobs in list(self.waiting.items()):
             del self.waiting[ref]
             resource, det_id = ref
@@ -158,9 +277,6 @@ class Engine:
                 reason += f" (the parent was rejected: {self.rejected_refs[ref]})"
             for sink, record in jobs:
                 self.blocked[(sink.resource, str(record.get("id")))] -= 1
-                if self.dry_run:
-                    self.report.planned(sink.stream_name, "waiting")
-                    continue
                 self._dead_letter_raw(sink, record, reason, parent=f"{resource}/{det_id}")
 
     # ---------------------------------------------------------------- references
@@ -173,20 +289,26 @@ class Engine:
             det = params.get(key)
             if not det:
                 continue
-            actual = self._lookup((resource, det))
+            ref = (resource, det)
+            actual = None if self.running[ref] else self._lookup(ref, remote=False)
             if actual is None:
-                return params, (resource, det)
+                if not self.running[ref] and ref not in self.absent:
+                    self.unverified.add(ref)  # looked up in Chargebee by verify()
+                return params, ref
             resolved[key] = actual
         return resolved, None
 
-    def _lookup(self, ref: Ref) -> str | None:
-        """The Chargebee id of a parent given by its deterministic id, or None if absent."""
+    def _lookup(self, ref: Ref, *, remote: bool = True) -> str | None:
+        """The Chargebee id of a parent given by its deterministic id, or None if absent
+        (with remote=False: if neither this run nor the link store knows it)."""
         if ref in self.known:
             return self.known[ref]
         if ref in self.absent:
             return None
         resource, det_id = ref
         actual = self.links.resolve(resource, det_id)
+        if actual is None and not remote:
+            return None
         if actual is None:
             remote = self.retrieve(resource, det_id)
             actual = det_id if remote is not None else None
@@ -208,15 +330,14 @@ class Engine:
         for sink, record in jobs:
             own = (sink.resource, str(record.get("id")))
             self.blocked[own] -= 1
-            self.submit(sink, record, retry=True)
+            self._submit(sink, record, retry=True)
 
     def exists(self, job: Job, chargebee_id: str | None = None) -> None:
-        """Record that the job's record exists in Chargebee, and release its waiting children."""
+        """Record that the job's record exists in Chargebee; its waiting children go when its
+        job is done (`_work`)."""
         ref = (job.resource, job.det_id)
         self.known[ref] = chargebee_id or job.chargebee_id or job.det_id
         self.absent.discard(ref)
-        if ref in self.waiting:
-            self._release(ref)
 
     # ---------------------------------------------------------------- the upsert
 
@@ -229,10 +350,6 @@ class Engine:
             if not error.is_refusal:
                 raise
             self.reject(job, error.reason, api_error_code=error.code, param=error.param)
-        # Later versions of this record that queued behind this one may go now.
-        own = (job.resource, job.det_id)
-        if own in self.waiting and own not in self.known:
-            self._release(own)
 
     def _upsert(self, job: Job) -> None:
         sink = job.sink
@@ -256,12 +373,15 @@ class Engine:
                 return
             changed = {name for name, value in parts.items() if old.get(name) != value}
             if job.deleted:
-                if not self.dry_run:
-                    self.delete_guard.allow(job.resource)
+                self.delete_guard.allow(job.resource)  # a dry run stops where the run would
                 outcome = sink.remove(job)
             elif old.get("deleted"):
                 outcome = sink.restore(job)
             else:
+                if self._chargebee_edit_stands(job, parts, old):
+                    self._outcome(job, "skipped")
+                    self.exists(job)
+                    return
                 try:
                     outcome = sink.update(job, changed)
                 except ApiError as error:
@@ -279,11 +399,11 @@ class Engine:
         else:
             job.chargebee_id = job.det_id
             if job.deleted and not sink.create_deleted:
-                self._outcome(job, "skipped", plan="unchanged")
+                self._outcome(job, "skipped")
                 return
             outcome = sink.create(job)
         if not self.dry_run:
-            self.save_link(job, content_hash)
+            self.save_link(job, job.provisional_hash or content_hash)
         self._outcome(job, outcome)
         if not (job.deleted and sink.delete_removes):
             self.exists(job)
@@ -300,6 +420,35 @@ class Engine:
             and link.webshop_version == job.webshop_version
         )
 
+    def _chargebee_edit_stands(self, job: Job, parts: dict[str, str], old: dict[str, str]) -> bool:
+        """Before overwriting a linked record: was it edited in Chargebee since the sync last
+        wrote or saw it (another `resource_version`, and a part this update writes that no
+        longer holds what the sync left there)? Then `conflict_policy` decides, and the
+        overruled edit is reported with both versions. True when Chargebee's edit stands."""
+        link = job.link
+        if link is None or link.chargebee_version is None:
+            return False
+        remote = job.remote = self.retrieve(job.resource, job.chargebee_id)
+        if remote is None or remote.get("resource_version") == link.chargebee_version:
+            return False
+        held = {key: wire_value(remote_value(remote, key)) for key in job.params}
+        theirs = job.sink.hash_parts(replace(job, params=held))
+        written = [name for name in parts if parts[name] != old.get(name)]
+        if all(theirs.get(name) in (old.get(name), parts[name]) for name in written):
+            return False  # other attributes changed (a payment, an invoice): nothing overruled
+        keys = differences(job.params, remote)
+        policy = self.settings.get("conflict_policy") or "newest_wins"
+        won = chargebee_wins(policy, remote.get("updated_at"), job.record.get("webshop_updated_at"))
+        self.report.conflicts.append({
+            "stream": job.stream, "webshop_id": job.webshop_id,
+            "chargebee_id": job.chargebee_id, "policy": policy,
+            "winner": "chargebee" if won else "webshop",
+            "webshop": {k: job.params[k] for k in keys}, "chargebee": {k: held[k] for k in keys},
+        })  # fmt: skip
+        if not won and not self.settings.get("empty_overwrites"):
+            job.params = keep_filled(job.params, held)
+        return won
+
     def save_link(self, job: Job, content_hash: str) -> None:
         self.links.save(
             job.resource,
@@ -311,42 +460,33 @@ class Engine:
             deterministic_id=job.det_id,
         )
 
-    def _outcome(self, job: Job, outcome: str, plan: str | None = None) -> None:
-        if self.dry_run:
-            category = plan or {
-                "created": "new",
-                "updated": "update",
-                "deleted": "delete",
-                "skipped": "unchanged",
-            }.get(outcome, outcome)
-            self.report.planned(job.stream, category)
-        else:
-            self.report.count(job.stream, outcome)
+    def _outcome(self, job: Job, outcome: str) -> None:
+        self.report.count(job.stream, outcome)
+        self.report.change(
+            job.stream,
+            outcome,
+            webshop_id=job.webshop_id,
+            chargebee_id=job.chargebee_id,
+            fields=job.changes,
+        )
 
     # ---------------------------------------------------------------- rejections
 
     def reject(self, job: Job, reason: str, **details: Any) -> None:
         ref = (job.resource, job.det_id)
         self.rejected_refs[ref] = reason
-        if self.dry_run:
-            category = "ambiguous" if "candidates" in details else "refused"
-            self.report.planned(job.stream, category)
-            if "candidates" in details:
-                self.report.ambiguous.append(
-                    {"stream": job.stream, "webshop_id": job.webshop_id, **details}
-                )
-            return
-        self.logger.warning(
-            "Rejected %s %s (%s): %s", job.stream, job.webshop_id, job.chargebee_id, reason
-        )
-        self.links.dead_letter(
-            job.stream,
-            job.webshop_id,
-            reason,
-            chargebee_id=job.chargebee_id or job.det_id,
-            details={k: v for k, v in details.items() if v is not None},
-            record=job.record,
-        )
+        if not self.dry_run:
+            self.logger.warning(
+                "Rejected %s %s (%s): %s", job.stream, job.webshop_id, job.chargebee_id, reason
+            )
+            self.links.dead_letter(
+                job.stream,
+                job.webshop_id,
+                reason,
+                chargebee_id=job.chargebee_id or job.det_id,
+                details={k: v for k, v in details.items() if v is not None},
+                record=job.record,
+            )
         if "candidates" in details:
             self.report.ambiguous.append(
                 {"stream": job.stream, "webshop_id": job.webshop_id, **details}
@@ -363,28 +503,37 @@ class Engine:
         webshop_id = str(record.get("webshop_id") or record.get("id") or "")
         det_id = str(record.get("id") or "")
         self.rejected_refs[(sink.resource, det_id)] = reason
-        if self.dry_run:
-            self.report.planned(sink.stream_name, "refused")
-            return
-        self.logger.warning("Rejected %s %s (%s): %s", sink.stream_name, webshop_id, det_id, reason)
-        self.links.dead_letter(
-            sink.stream_name,
-            webshop_id,
-            reason,
-            chargebee_id=det_id,
-            details=details,
-            record=record,
-        )
+        if not self.dry_run:
+            self.logger.warning(
+                "Rejected %s %s (%s): %s", sink.stream_name, webshop_id, det_id, reason
+            )
+            self.links.dead_letter(
+                sink.stream_name,
+                webshop_id,
+                reason,
+                chargebee_id=det_id,
+                details=details,
+                record=record,
+            )
         self.report.rejected(sink.stream_name, webshop_id, det_id or None, reason, **details)
 
     # ---------------------------------------------------------------- API helpers for sinks
 
-    def retrieve(self, resource: str, chargebee_id: str) -> dict | None:
+    def _unlocked(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        """An API call with the engine lock let go, so other records' calls overlap with it."""
+        self.lock.release()
+        try:
+            return call(*args, **kwargs)
+        finally:
+            self.lock.acquire()
+
+    def retrieve(self, resource: str, chargebee_id: str, *, unlock: bool = True) -> dict | None:
         """GET /{resource}/{id}: the object, or None if Chargebee does not have it."""
         from target_chargebee.sinks import OBJECT_NAMES
 
         try:
-            answer = self.api.get(f"/{resource}/{chargebee_id}")
+            call = self._unlocked if unlock else lambda get, *a: get(*a)
+            answer = call(self.api.get, f"/{resource}/{chargebee_id}")
         except ApiError as error:
             if error.status == 404:
                 return None
@@ -397,7 +546,7 @@ class Engine:
     def list(self, resource: str, **filters: Any) -> list[dict]:
         from target_chargebee.sinks import OBJECT_NAMES
 
-        answer = self.api.get(f"/{resource}", {"limit": 100, **filters})
+        answer = self._unlocked(self.api.get, f"/{resource}", {"limit": 100, **filters})
         name = OBJECT_NAMES[resource]
         return [entry[name] for entry in answer.get("list", []) if name in entry]
 
@@ -415,19 +564,36 @@ class Engine:
         run, nothing is sent and the params are returned)."""
         body = encode(params, clear=clear)
         if self.dry_run:
+            self._plan_write(job, operation, {key: params[key] for key in body})  # what is sent
             return dict(body)
         previous = job.link.chargebee_hash if job.link else ("again" if job.recreated else None)
         key = idempotency_key(job.resource, operation, job.chargebee_id, path, body, previous)
-        answer = self.api.post(path, body, idempotency_key=key)
+        answer = self._unlocked(self.api.post, path, body, idempotency_key=key)
         self.writes[f"{job.resource}.{operation}"] += 1
         obj = answer.get(object_name or job.sink.object_name) or {}
         if object_name is None and "resource_version" in obj:
             job.version = obj["resource_version"]
         return obj
 
+    def _plan_write(self, job: Job, operation: str, params: Params) -> None:
+        """Dry run: note the fields a write to an existing record would change, old -> new,
+        read from Chargebee's current record (a create changes no existing field)."""
+        if operation in ("create", "delete") or job.chargebee_id == "":
+            return
+        if job.remote is None:
+            job.remote = self.retrieve(job.resource, job.chargebee_id) or {}
+        if operation == "transfer":
+            old = job.remote.get("business_entity_id")
+            new = params.get("destination_business_entity_ids[0]")
+            job.changes["business_entity_id"] = [old, new]
+            return
+        for key in differences(params, job.remote):
+            job.changes[key] = [wire_value(remote_value(job.remote, key)), params[key]]
+
     def ensure_item_family(self, family_id: str) -> None:
-        """Create the item family the items go in, if Chargebee does not have it."""
-        if self.retrieve("item_families", family_id) is not None:
+        """Create the item family the items go in, if Chargebee does not have it. The lock is
+        kept throughout: no other item may be created before its family exists."""
+        if self.retrieve("item_families", family_id, unlock=False) is not None:
             return
         if self.dry_run:
             self.report.notes.append(f"item family {family_id} would be created")
@@ -447,6 +613,7 @@ class Engine:
         return {**self.api.calls(), "writes_by_operation": dict(sorted(self.writes.items()))}
 
     def close(self) -> None:
+        self.pool.shutdown()
         self.links.close()
         self.api.close()
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 #: Fields a map adds to say which webshop record this is, and what to do; never sent.
-CONTROL_FIELDS = ("webshop_id", "webshop_version", "deleted")
+CONTROL_FIELDS = ("webshop_id", "webshop_version", "webshop_updated_at", "deleted")
 
 #: Parameters that are arrays of objects; a map may give them as a list or as a JSON string
 #: (a list built inside a stream map is typed as a string by the SDK).

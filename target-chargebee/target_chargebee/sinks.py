@@ -1,6 +1,8 @@
-"""One RecordSink per Chargebee resource. Records are written as they arrive (a RecordSink
-keeps arrival order); the shared upsert logic lives in `engine.py`, what differs per resource
-(calls, which fields an update may carry, how an existing record is found) lives here."""
+"""One RecordSink per Chargebee resource. Records are handed to the engine as they arrive (a
+RecordSink keeps arrival order); it writes up to `max_concurrency` at once, never a record
+before its parent or an earlier version of itself. The shared upsert logic lives in
+`engine.py`, what differs per resource (calls, which fields an update may carry, how an
+existing record is found) lives here."""
 
 from __future__ import annotations
 
@@ -52,6 +54,12 @@ class ResourceSink(RecordSink):
 
     def process_record(self, record: dict, context: dict) -> None:
         self.engine.submit(self, record)
+
+    @property
+    def validate_schema(self) -> bool:
+        """The SDK's jsonschema check only when `validate_records` is set: the API checks
+        every field it is sent anyway, and the check cost more CPU than the rest of the sink."""
+        return bool(self.config.get("validate_records", False))
 
     # ------------------------------------------------------------ what each resource defines
 
@@ -125,10 +133,20 @@ class ResourceSink(RecordSink):
     def after_create(self, job: Job) -> None:
         """Follow-up writes a create needs (archive an inactive item)."""
 
-    @staticmethod
-    def link_to(job: Job, remote: dict) -> None:
+    def link_to(self, job: Job, remote: dict) -> None:
+        owner = self.engine.links.get_by_chargebee(self.resource, str(remote["id"]))
+        if owner is not None and owner.webshop_id != job.webshop_id:
+            # Matched (same e-mail, same name) a record another webshop record already is:
+            # adopting it would overwrite that one with this one.
+            raise Rejected(
+                f"it matches Chargebee {self.object_name} {remote['id']} (same e-mail or name), "
+                f"which is already linked to webshop record {owner.webshop_id}; two webshop "
+                "records cannot share one Chargebee record: make them differ, or merge them",
+                linked_to=owner.webshop_id,
+            )
         job.chargebee_id = str(remote["id"])
         job.version = remote.get("resource_version")
+        job.remote = remote
 
     def adopt(self, job: Job, remote: dict) -> str:
         """Link to an existing Chargebee record and write what differs from the record."""
@@ -215,7 +233,11 @@ class CustomersSink(ResourceSink):
             # update_billing_info replaces the whole address: always send all of it.
             self.engine.write(job, "billing", f"{customer}/update_billing_info", self.address(job))
         if "entity" in changed and self.entity(job):
-            self.transfer(job)
+            # Chargebee refuses a transfer into the entity the customer is in: a link made by
+            # the way back, or a transfer whose answer was lost, may not know where it is.
+            remote = self.engine.retrieve(self.resource, job.chargebee_id)
+            if remote is None or remote.get("business_entity_id") != self.entity(job):
+                self.transfer(job)
         return UPDATED
 
     def transfer(self, job: Job) -> None:
@@ -305,10 +327,13 @@ class ItemsSink(ResourceSink):
         return self.engine.write(job, "create", self.create_path, params)
 
     def after_create(self, job: Job) -> None:
-        if self.content(job).get("status") == "archived":
-            self.engine.write(
-                job, "archive", f"/{self.resource}/{job.chargebee_id}", {"status": "archived"}
-            )
+        if self.content(job).get("status") != "archived":
+            return
+        path = f"/{self.resource}/{job.chargebee_id}"
+        if self.resource == "items":  # its prices come next, and an archived item takes none
+            self.engine.archive_later(job, path)
+        else:
+            self.engine.write(job, "archive", path, {"status": "archived"})
 
     def remove(self, job: Job) -> str:
         self.update(job, {"main"})

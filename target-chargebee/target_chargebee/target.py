@@ -9,12 +9,14 @@ from pathlib import Path
 
 from singer_sdk import Target
 from singer_sdk import typing as th
+from singer_sdk.contrib.msgspec import MsgSpecReader
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.mapper import RemoveRecordTransform
 
 from sync_common.chargebee import ChargebeeClient, chargebee_base_url
+from sync_common.conflicts import CONFLICT_POLICY, EMPTY_OVERWRITES
 from sync_common.guard import MAX_DELETE_PERCENT
-from sync_common.http import ApiError
+from sync_common.http import preflight
 from sync_common.report import default_report_dir
 from target_chargebee.engine import Engine
 from target_chargebee.sinks import SINKS, DroppedStreamSink
@@ -31,6 +33,7 @@ class TargetChargebee(Target):
     idempotent upserts, through a link store that remembers which record is which."""
 
     name = "target-chargebee"
+    message_reader_class = MsgSpecReader  # the SDK's faster JSON reader (bench/README.md)
 
     config_jsonschema = th.PropertiesList(
         th.Property(
@@ -95,9 +98,9 @@ class TargetChargebee(Target):
             "dry_run",
             th.BooleanType,
             default=False,
-            description="Read and plan, write nothing (no Chargebee writes, no links, no "
-            "state): log and report per stream what would be matched, ambiguous, new, "
-            "updated or unchanged.",
+            description="Read and plan, write nothing (no Chargebee writes, links, dead "
+            "letters or state): the log and the report list what the run would create, "
+            "match, update (fields, old -> new), leave unchanged, delete or reject.",
         ),
         th.Property(
             "fail_on_rejects",
@@ -107,6 +110,8 @@ class TargetChargebee(Target):
             "refused any record. By default a run with rejects succeeds; the rejects are in "
             "the dead-letter table, the log and the report.",
         ),
+        CONFLICT_POLICY,
+        EMPTY_OVERWRITES,
         MAX_DELETE_PERCENT,
         th.Property(
             "report_dir",
@@ -143,26 +148,9 @@ class TargetChargebee(Target):
                 "Config validation failed", errors=[f"link_store_url: {exc}"]
             ) from None
         if check:
-            self._preflight(api, config)
+            url_setting = "api_url" if config.get("api_url") else "site"
+            preflight(api, "/customers", "Chargebee", url_setting)
         return Engine(api=api, links=links, settings=dict(config), logger=self.logger)
-
-    def _preflight(self, api: ChargebeeClient, config: dict) -> None:
-        """One read, so a wrong key or URL fails now, naming the setting, not mid-run."""
-        where = "api_url" if config.get("api_url") else "site"
-        try:
-            api.get("/customers", {"limit": 1})
-        except ApiError as exc:
-            if exc.status is None:
-                problem = f"{where}: cannot reach Chargebee at {api.base_url} ({exc.message})"
-            elif exc.status == 401:
-                problem = f"api_key: Chargebee refused the key ({exc.code})"
-            elif exc.status == 403:
-                problem = f"api_key: the key may not use this API ({exc.code}: {exc.message})"
-            elif exc.status == 404:
-                problem = f"{where}: {api.base_url} is not a Chargebee API v2 base URL (404)"
-            else:
-                raise
-            raise ConfigValidationError("Config validation failed", errors=[problem]) from None
 
     # ------------------------------------------------------------------ sinks
 
@@ -186,9 +174,30 @@ class TargetChargebee(Target):
             isinstance(m, RemoveRecordTransform) and m.stream_alias == stream_name for m in maps
         )
 
+    # ------------------------------------------------------------------ records the maps cannot map
+
+    def _process_schema_message(self, message_dict: dict) -> None:
+        super()._process_schema_message(message_dict)
+        for stream_map in self.mapper.stream_maps.get(message_dict["stream"], []):
+            if not isinstance(stream_map.transform, _GuardedTransform):
+                stream_map.transform = _GuardedTransform(stream_map)
+
+    def _process_record_message(self, message_dict: dict) -> None:
+        """A record a map expression fails on (a wrong type: `int('12.50')`) is dead-lettered
+        with the error, so it does not stop every record after it, run after run."""
+        try:
+            super()._process_record_message(message_dict)
+        except UnmappableRecord as error:
+            sink = self.get_sink(error.stream)
+            self.engine.report.received(error.stream)
+            self.engine._dead_letter_raw(sink, message_dict["record"], error.reason)  # noqa: SLF001
+        if self.engine.unverified or self.engine.to_archive:
+            self.engine.verify()
+
     # ------------------------------------------------------------------ state
 
     def _process_state_message(self, message_dict: dict) -> None:
+        self.engine.settle()  # the records before this state are written (or refused)
         super()._process_state_message(message_dict)
         if not self.engine.pending:
             self._safe_state = copy.deepcopy(self._latest_state)
@@ -227,6 +236,30 @@ class TargetChargebee(Target):
                 "%d record(s) were rejected and fail_on_rejects is set; see %s", rejected, path
             )
             raise SystemExit(1)
+
+
+class UnmappableRecord(Exception):  # noqa: N818 (a decision about one record)
+    def __init__(self, stream: str, reason: str) -> None:
+        super().__init__(reason)
+        self.stream, self.reason = stream, reason
+
+
+class _GuardedTransform:
+    """A stream map's transform whose failure on the data of one record (not a broken
+    expression, which still stops the run) raises UnmappableRecord naming the stream."""
+
+    DATA_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError)
+
+    def __init__(self, stream_map: t.Any) -> None:
+        self.stream = stream_map.stream_alias
+        self.transform = stream_map.transform
+
+    def __call__(self, record: dict) -> dict | None:
+        try:
+            return self.transform(record)
+        except self.DATA_ERRORS as exc:
+            reason = f"the stream map cannot translate this record: {type(exc).__name__}: {exc}"
+            raise UnmappableRecord(self.stream, reason) from None
 
 
 def settings_problems(config: dict) -> list[str]:

@@ -22,8 +22,10 @@ from typing import Any, ClassVar
 
 from singer_sdk.sinks import RecordSink
 
+from sync_common.conflicts import chargebee_wins, keep_filled
 from sync_common.http import ApiClient, ApiError
 from sync_common.links import Link, content_hash
+from target_customwebshop.plan import PlanningClient
 
 CONTROL_FIELDS = ("chargebee_id", "chargebee_version", "chargebee_updated_at", "deleted")
 _BRACKET = re.compile(r"^([^\[\]]+)\[([^\[\]]+)\]$")
@@ -39,6 +41,8 @@ def webshop_fields(record: dict) -> dict[str, Any]:
     for key, value in record.items():
         if key in CONTROL_FIELDS:
             continue
+        if isinstance(value, datetime.datetime):  # the SDK parses date-time fields; JSON wants text
+            value = value.isoformat()
         match = _BRACKET.match(key)
         if match:
             fields.setdefault(match.group(1), {})[match.group(2)] = value
@@ -59,10 +63,16 @@ class WebshopSink(RecordSink):
 
     def __init__(self, target: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(target, *args, **kwargs)
-        self.api: ApiClient = target.api
+        self.api: ApiClient | PlanningClient = target.api
         self.links = target.links
         self.report = target.report
         self.delete_guard = target.delete_guard
+
+    @property
+    def validate_schema(self) -> bool:
+        """The SDK's jsonschema check only when `validate_records` is set: the webshop checks
+        every body against its contract anyway, and the check costs more CPU than the sink."""
+        return bool(self.config.get("validate_records", False))
 
     def process_record(self, record: dict, context: dict) -> None:
         self.report.received(self.stream_name)
@@ -82,13 +92,26 @@ class WebshopSink(RecordSink):
         except Skip as skip:
             self.report.count(self.stream_name, "skipped")
             self.report.notes.append(f"{self.stream_name} {chargebee_id}: {skip}")
+            self.planned_fields()
             return
         except ApiError as error:
             if not error.is_refusal:
                 raise
             self.reject(record, error.reason)
+            self.planned_fields()
             return
         self.report.count(self.stream_name, outcome)
+        self.report.change(
+            self.stream_name,
+            outcome,
+            webshop_id=link.webshop_id if link else None,
+            chargebee_id=chargebee_id,
+            fields=self.planned_fields(),
+        )
+
+    def planned_fields(self) -> dict | None:
+        """Dry run: the fields this record's writes would change, {field: [old, new]}."""
+        return self.api.take_changes() if isinstance(self.api, PlanningClient) else None
 
     # ---------------------------------------------------------------- writes
 
@@ -100,7 +123,8 @@ class WebshopSink(RecordSink):
             return self.delete(link, record, fields)
         headers = {"If-Match": f'"{link.webshop_version}"'} if link.webshop_version else {}
         try:
-            written = self.api.patch(path, json=fields, headers=headers)
+            # If-Match makes a repeat harmless (412), so a 5xx or lost answer is retried
+            written = self.api.patch(path, json=fields, headers=headers, idempotent=bool(headers))
         except ApiError as error:
             if error.status != 412:
                 raise
@@ -115,14 +139,33 @@ class WebshopSink(RecordSink):
 
     def create(self, record: dict, fields: dict) -> str:
         key = hashlib.sha256(f"{self.stream_name}:{record['chargebee_id']}".encode()).hexdigest()
-        written = self.api.post(
-            f"/{self.webshop_resource}", json=fields, headers={"Idempotency-Key": key}
+        written = self.api.post(  # the key makes a retry replay the first answer
+            f"/{self.webshop_resource}",
+            json=fields,
+            headers={"Idempotency-Key": key},
+            idempotent=True,
         )
         self.remember(str(written["id"]), record, fields, written["version"])
         return "created"
 
     def without_link(self, record: dict, fields: dict) -> str:
         raise Skip(f"born in Chargebee; {self.webshop_resource} are not created from there")
+
+    def adopt(self, match: dict, record: dict, fields: dict) -> str:
+        """Link the webshop record found by e-mail or SKU. No link says which side changed
+        since they were last alike (a lost link store): equal content is only linked, else
+        the conflict policy decides, rather than Chargebee overwriting the webshop."""
+        link = self.links.save(self.link_resource, str(match["id"]), str(record["chargebee_id"]),
+                               webshop_version=match["version"])  # fmt: skip
+        if all(match.get(name) == value for name, value in fields.items()):
+            self.remember(link.webshop_id, record, fields, match["version"])
+            return "unchanged"
+        path = f"/{self.webshop_resource}/{link.webshop_id}"
+        written = self.resolve_conflict(link, record, fields, path)
+        if written is None:
+            return "skipped"
+        self.remember(link.webshop_id, record, fields, written["version"])
+        return "updated"
 
     def remember(self, webshop_id: str, record: dict, fields: dict, version: int | None) -> None:
         """Both sides as they now are; siblings learn the new webshop version too, so the
@@ -157,25 +200,31 @@ class WebshopSink(RecordSink):
         """Both sides changed since the last sync. Returns the webshop record written, or
         None when the webshop's edit wins (the forward sync then carries it to Chargebee)."""
         current = self.api.get(path)
+        if all(current.get(name) == value for name, value in fields.items()):
+            return current  # both hold the same (e.g. our retried write had landed): no conflict
         policy = self.config.get("conflict_policy") or "newest_wins"
-        chargebee_at = record.get("chargebee_updated_at") or 0
-        webshop_at = int(datetime.datetime.fromisoformat(current["updated_at"]).timestamp())
-        chargebee_wins = policy == "chargebee_wins" or (
-            policy == "newest_wins" and chargebee_at >= webshop_at
+        chargebee_won = chargebee_wins(
+            policy, record.get("chargebee_updated_at"), current["updated_at"]
         )
         theirs = {name: current.get(name) for name in fields}
         self.report.conflicts.append({
             "stream": self.stream_name, "webshop_id": link.webshop_id,
             "chargebee_id": str(record["chargebee_id"]), "policy": policy,
-            "winner": "chargebee" if chargebee_wins else "webshop",
+            "winner": "chargebee" if chargebee_won else "webshop",
             "chargebee": fields, "webshop": theirs,
         })  # fmt: skip
-        if not chargebee_wins:
+        if not chargebee_won:
+            # Decided: Chargebee's version counts as seen, so the forward run writes the
+            # webshop's edit over it rather than meeting the same conflict again.
+            self.links.save(
+                self.link_resource, link.webshop_id, str(record["chargebee_id"]),
+                chargebee_version=record.get("chargebee_version"),
+            )  # fmt: skip
             return None
-        if not self.config.get("empty_overwrites"):  # an empty value never erases a filled one
-            fields = {k: v for k, v in fields.items() if v not in (None, "") or not theirs.get(k)}
+        if not self.config.get("empty_overwrites"):
+            fields = keep_filled(fields, theirs)
         headers = {"If-Match": f'"{current["version"]}"'}
-        return self.api.patch(path, json=fields, headers=headers)
+        return self.api.patch(path, json=fields, headers=headers, idempotent=True)
 
 
 class CustomersSink(WebshopSink):
@@ -195,13 +244,11 @@ class CustomersSink(WebshopSink):
                 ids = ", ".join(str(row["id"]) for row in live)
                 raise Skip(f"ambiguous: webshop customers {ids} have this e-mail")
             if live:
-                link = self.links.save("customers", str(live[0]["id"]), str(record["chargebee_id"]),
-                                       webshop_version=live[0]["version"])  # fmt: skip
-                return self.update(link, record, fields)
+                return self.adopt(live[0], record, fields)
         return self.create(record, fields)
 
     def delete(self, link: Link, record: dict, fields: dict) -> str:
-        written = self.api.delete(f"/customers/{link.webshop_id}")
+        written = self.api.delete(f"/customers/{link.webshop_id}", idempotent=True)  # soft, once
         self.remember(link.webshop_id, record, fields, written["version"])
         return "deleted"
 
@@ -230,7 +277,10 @@ class ItemPricesSink(WebshopSink):
         item_link = self.links.get_by_chargebee("items", str(item_id)) if item_id else None
         if item_link is not None:  # the product exists: a further price is not a product
             raise Skip(f"item {item_id} already has its webshop product")
-        outcome = self.create(record, fields)
+        sku = fields.get("sku")
+        found = self.api.get("/products", params={"sku": sku, "limit": 10})["data"] if sku else []
+        live = [row for row in found if not row["deleted_at"]]  # a SKU is unique among these
+        outcome = self.adopt(live[0], record, fields) if live else self.create(record, fields)
         product = self.links.get_by_chargebee("item_prices", str(record["chargebee_id"]))
         if item_id and product is not None:
             self.links.save(

@@ -3,16 +3,21 @@ stream maps) into the Customwebshop API, through the link store the forward sync
 
 from __future__ import annotations
 
+import re
 import typing as t
 from pathlib import Path
 
 from singer_sdk import Target
 from singer_sdk import typing as th
+from singer_sdk.contrib.msgspec import MsgSpecReader
+from singer_sdk.exceptions import ConfigValidationError
 
+from sync_common.conflicts import CONFLICT_POLICY, EMPTY_OVERWRITES
 from sync_common.guard import MAX_DELETE_PERCENT, DeleteGuard
-from sync_common.http import ApiClient, webshop_error
-from sync_common.links import LinkStore
+from sync_common.http import ApiClient, preflight, webshop_error
+from sync_common.links import LinkStore, LinkStoreUnavailable
 from sync_common.report import RunReport, default_report_dir
+from target_customwebshop.plan import PlanningClient, PlanningLinks
 from target_customwebshop.sinks import SINKS
 
 if t.TYPE_CHECKING:
@@ -20,7 +25,12 @@ if t.TYPE_CHECKING:
 
 
 class TargetCustomwebshop(Target):
+    """Writes Chargebee's customers, items, item prices and orders, mapped to the webshop's
+    shape, into the Customwebshop API, through the link store target-chargebee shares."""
+
     name = "target-customwebshop"
+    message_reader_class = MsgSpecReader  # the SDK's faster JSON reader (bench/README.md)
+    package_name = "webshop-chargebee-sync"
 
     config_jsonschema = th.PropertiesList(
         th.Property(
@@ -42,34 +52,47 @@ class TargetCustomwebshop(Target):
             description="SQLAlchemy URL of the link store; must be the one target-chargebee "
             "uses. Default: SQLite inside the Meltano project.",
         ),
+        CONFLICT_POLICY,
+        EMPTY_OVERWRITES,
+        MAX_DELETE_PERCENT,
         th.Property(
-            "conflict_policy",
-            th.StringType(allowed_values=["newest_wins", "webshop_wins", "chargebee_wins"]),
-            default="newest_wins",
-            description="Who wins when a linked record changed on both sides since the last "
-            "sync: the newer updated_at (default), or always one side. The overruled edit is "
-            "written to the run report with both versions.",
-        ),
-        th.Property(
-            "empty_overwrites",
+            "dry_run",
             th.BooleanType,
             default=False,
-            description="In a conflict won by Chargebee, let an empty Chargebee value clear a "
-            "filled webshop field (default: it does not).",
+            description="Read and plan, write nothing (no webshop writes, links, dead letters "
+            "or state): the log and the report list what would be created, updated (fields, "
+            "old -> new), left unchanged, skipped or rejected, and the conflicts.",
         ),
-        MAX_DELETE_PERCENT,
-        th.Property("report_dir", th.StringType, description="Where run reports go."),
+        th.Property(
+            "report_dir",
+            th.StringType,
+            description="Directory of the per-run JSON reports. Default: "
+            "<Meltano project>/.meltano/sync/reports.",
+        ),
     ).to_dict()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
-        self.api = ApiClient(
+        self.dry_run = bool(self.config.get("dry_run"))
+        if not re.match(r"^https?://[^/\s]+", self.config["api_url"]):
+            errors = [f"api_url: {self.config['api_url']!r} is not an http(s) URL"]
+            raise ConfigValidationError("Config validation failed", errors=errors)
+        api = ApiClient(
             self.config["api_url"],
             auth_headers={"X-API-Key": self.config["api_key"]},
             parse_error=webshop_error,
         )
-        self.links = LinkStore(self.config.get("link_store_url"))
-        self.report = RunReport(self.name)
+        try:
+            links = LinkStore(self.config.get("link_store_url"))
+        except LinkStoreUnavailable as exc:
+            raise ConfigValidationError(
+                "Config validation failed", errors=[f"link_store_url: {exc}"]
+            ) from None
+        if kwargs.get("validate_config", True):
+            preflight(api, "/customers", "the webshop")
+        self.api = PlanningClient(api) if self.dry_run else api
+        self.links = PlanningLinks(links) if self.dry_run else links
+        self.report = RunReport(self.name, dry_run=self.dry_run, logger=self.logger)
         self.delete_guard = DeleteGuard(self.links, self.config.get("max_delete_percent"))
 
     def get_sink_class(self, stream_name: str) -> type[Sink]:
@@ -78,6 +101,10 @@ class TargetCustomwebshop(Target):
             raise ValueError(msg)
         return SINKS[stream_name]
 
+    def _write_state_message(self, state: dict) -> None:
+        if not self.dry_run:  # a dry run leaves the next real run everything to do
+            super()._write_state_message(state)
+
     def process_endofpipe(self) -> None:
         super().process_endofpipe()
         data = self.report.as_dict(self.api.calls())
@@ -85,6 +112,8 @@ class TargetCustomwebshop(Target):
             self.logger.info("%s", line)
         path = self.report.write(Path(self.config.get("report_dir") or default_report_dir()), data)
         self.logger.info("Report written to %s", path)
+        if self.dry_run:
+            self.logger.info("Dry run: nothing was written and no state is emitted.")
         self.links.close()
         self.api.close()
 

@@ -127,28 +127,29 @@ def _test(name: str, operator: str, raw: str, kind: str) -> Callable[[dict], boo
     if not values or (operator == "between" and len(values) != 2):
         raise wrong_value(label, f"invalid value {raw}")
     first = values[0]
+    # chosen once per request, not per record: a list scans every record of its kind
+    compare: Callable[[Any], bool] = {
+        "is": lambda value: value == first,
+        "is_not": lambda value: value != first,
+        "starts_with": lambda value: value.startswith(first),
+        "in": lambda value: value in values,
+        "not_in": lambda value: value not in values,
+        "lt": lambda value: value < first,
+        "lte": lambda value: value <= first,
+        "gt": lambda value: value > first,
+        "gte": lambda value: value >= first,
+        "after": lambda value: value > first,
+        "before": lambda value: value < first,
+        "on": lambda value: _day(value) == _day(first),
+        "between": lambda value: values[0] <= value <= values[1],
+    }[operator]
+    as_text = kind in ("str", "enum", "is")
 
     def test(obj: dict) -> bool:
         value = obj.get(name)
         if value is None:  # records without the attribute never match (as on Chargebee)
             return operator in ("is_not", "not_in")
-        if kind in ("str", "enum", "is"):
-            value = str(value)
-        return {
-            "is": lambda: value == first,
-            "is_not": lambda: value != first,
-            "starts_with": lambda: value.startswith(first),
-            "in": lambda: value in values,
-            "not_in": lambda: value not in values,
-            "lt": lambda: value < first,
-            "lte": lambda: value <= first,
-            "gt": lambda: value > first,
-            "gte": lambda: value >= first,
-            "after": lambda: value > first,
-            "before": lambda: value < first,
-            "on": lambda: _day(value) == _day(first),
-            "between": lambda: values[0] <= value <= values[1],
-        }[operator]()
+        return compare(str(value) if as_text else value)
 
     return test
 

@@ -14,7 +14,7 @@ ADDRESS = {
     "state_code": s(50),
     "state": s(50),
     "zip": s(20),
-    "country": s(50),
+    "country": Field("str", 50, country=True),
     "validation_status": s(20, "not_validated", "valid", "partially_valid", "invalid"),
 }
 ADDRESS_FIELD = Field("obj", sub=ADDRESS)

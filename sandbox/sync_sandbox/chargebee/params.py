@@ -19,6 +19,7 @@ from sync_sandbox.chargebee.errors import blank, wrong_value
 
 _KEY = re.compile(r"^([A-Za-z0-9_]+)((?:\[[A-Za-z0-9_]*\])*)$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
 
 
 def parse_form(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
@@ -80,6 +81,7 @@ class Field:
     email: bool = False
     minimum: int | None = None
     sub: Mapping[str, Field] = field(default_factory=dict)
+    country: bool = False  # an ISO 3166-1 alpha-2 code (checked for its shape only)
 
 
 def validate(
@@ -142,6 +144,8 @@ def _convert(raw: Any, spec: Field, label: str, name: str) -> Any:
         raise wrong_value(label, f"invalid value {raw}; allowed: {', '.join(spec.choices)}")
     if spec.email and not _EMAIL.match(raw):
         raise wrong_value(label, "invalid email format")
+    if spec.country and not _COUNTRY.match(raw):
+        raise wrong_value(label, f"invalid country code {raw}; use ISO 3166-1 alpha-2, e.g. DE")
     return raw
 
 

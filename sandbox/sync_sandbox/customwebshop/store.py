@@ -13,6 +13,15 @@ from sync_sandbox.database import IdempotencyLog, connect
 
 RESOURCES = ("customers", "products", "orders")
 _TICK = datetime.timedelta(microseconds=1)
+#: Fields looked up by value (uniqueness checks, list filters): indexed.
+LOOKUP_FIELDS = ("email", "sku", "number", "customer_id")
+
+
+def _json(field: str) -> str:
+    """`json_extract(data, '$.field')` written out, so SQLite can use the index on it."""
+    if not field.isidentifier():
+        raise ValueError(f"not a field name: {field!r}")
+    return f"json_extract(data, '$.{field}')"
 
 
 def format_timestamp(moment: datetime.datetime) -> str:
@@ -40,6 +49,9 @@ class Store:
             CREATE INDEX IF NOT EXISTS records_by_change ON records (resource, updated_at, id);
             """
         )
+        for field in LOOKUP_FIELDS:  # without these, a uniqueness check scans every record
+            index = f"records_by_{field} ON records (resource, {_json(field)})"
+            self._db.execute(f"CREATE INDEX IF NOT EXISTS {index}")
         last = self._db.execute("SELECT max(updated_at) FROM records").fetchone()[0]
         self._last = parse_timestamp(last) if last else None
 
@@ -77,8 +89,8 @@ class Store:
     def find(self, resource: str, field: str, value: object) -> list[dict]:
         """Live and deleted records whose `field` equals `value`."""
         rows = self._db.execute(
-            "SELECT data FROM records WHERE resource = ? AND json_extract(data, ?) = ?",
-            (resource, f"$.{field}", value),
+            f"SELECT data FROM records WHERE resource = ? AND {_json(field)} = ?",
+            (resource, value),
         )
         return [json.loads(data) for (data,) in rows]
 
@@ -112,8 +124,8 @@ class Store:
             where.append("(updated_at, id) > (?, ?)")
             args += list(after)
         for field, value in filters.items():
-            where.append("json_extract(data, ?) = ?")
-            args += [f"$.{field}", value]
+            where.append(f"{_json(field)} = ?")
+            args.append(value)
         rows = self._db.execute(
             f"SELECT data FROM records WHERE {' AND '.join(where)} ORDER BY updated_at, id LIMIT ?",
             (*args, limit + 1),

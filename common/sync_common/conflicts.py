@@ -1,0 +1,50 @@
+"""A linked record edited on both sides since the last sync: who wins, and what an empty
+value may do. Both targets take these settings and apply the same rule; each reports the
+overruled edit with both versions (RunReport.conflicts)."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from singer_sdk import typing as th
+
+POLICIES = ("newest_wins", "webshop_wins", "chargebee_wins")
+
+CONFLICT_POLICY = th.Property(
+    "conflict_policy",
+    th.StringType(allowed_values=list(POLICIES)),
+    default="newest_wins",
+    description="Who wins when a linked record changed on both sides since the last sync: "
+    "the side with the newer updated_at (default; Chargebee on a tie), or always one side. "
+    "The overruled edit is written to the run report with both versions.",
+)
+
+EMPTY_OVERWRITES = th.Property(
+    "empty_overwrites",
+    th.BooleanType,
+    default=False,
+    description="In a conflict, let an empty value of the winning side clear a field the "
+    "other side has filled (default: the filled value stays).",
+)
+
+
+def chargebee_wins(policy: str | None, chargebee_at: Any, webshop_at: Any) -> bool:
+    """`chargebee_at` and `webshop_at`: each side's updated_at (Unix seconds or ISO text)."""
+    policy = policy or "newest_wins"
+    if policy != "newest_wins":
+        return policy == "chargebee_wins"
+    return unix_seconds(chargebee_at) >= unix_seconds(webshop_at)
+
+
+def unix_seconds(value: Any) -> int:
+    if value in (None, ""):
+        return 0
+    if isinstance(value, int | float):
+        return int(value)
+    return int(datetime.datetime.fromisoformat(str(value)).timestamp())
+
+
+def keep_filled(winning: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """The winning values, less the empty ones that would clear a value `other` has."""
+    return {k: v for k, v in winning.items() if v not in (None, "") or not other.get(k)}

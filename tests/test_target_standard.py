@@ -1,0 +1,49 @@
+"""singer-sdk's standard target tests, for the ones that apply to these targets.
+
+Both targets accept only their own streams (Chargebee's resources; the webshop's) and refuse
+any other stream at its SCHEMA message, naming it, so a misspelt map cannot write nowhere.
+The SDK's data tests (`test_camelcase`, `test_array_data`, … streams) therefore do not apply;
+what does: printing version and --about, and refusing a RECORD before its SCHEMA."""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from pathlib import Path
+
+from singer_sdk.testing import get_target_test_class
+from singer_sdk.testing.suites import SingerTestSuite
+from singer_sdk.testing.target_tests import TargetCliPrintsTest, TargetRecordBeforeSchemaTest
+
+from sync_sandbox.process import start_sandbox
+from target_chargebee.target import TargetChargebee
+from target_customwebshop.target import TargetCustomwebshop
+from tests.harness import CHARGEBEE_KEY, WEBSHOP_KEY
+
+APPLICABLE = SingerTestSuite(
+    kind="target", tests=[TargetCliPrintsTest, TargetRecordBeforeSchemaTest]
+)
+
+_DIR = Path(tempfile.mkdtemp(prefix="target-standard-"))
+atexit.register(shutil.rmtree, _DIR, ignore_errors=True)
+CHARGEBEE = start_sandbox("chargebee", str(_DIR / "cb.db"), CHARGEBEE_KEY)
+atexit.register(CHARGEBEE.stop)
+WEBSHOP = start_sandbox("customwebshop", str(_DIR / "shop.db"), WEBSHOP_KEY)
+atexit.register(WEBSHOP.stop)
+
+
+def standard_tests(target_class: type, api_url: str, api_key: str) -> type:
+    config = {
+        "api_url": api_url,
+        "api_key": api_key,
+        "link_store_url": f"sqlite:///{_DIR / 'links.db'}",
+        "report_dir": str(_DIR / "reports"),
+    }
+    return get_target_test_class(
+        target_class, config=config, custom_suites=[APPLICABLE], include_target_tests=False
+    )
+
+
+TestTargetChargebee = standard_tests(TargetChargebee, CHARGEBEE.url + "/api/v2", CHARGEBEE_KEY)
+TestTargetCustomwebshop = standard_tests(TargetCustomwebshop, WEBSHOP.url + "/api/v1", WEBSHOP_KEY)
