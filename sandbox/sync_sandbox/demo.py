@@ -17,6 +17,7 @@ from pathlib import Path
 
 import requests
 
+from sync_common.links import default_link_store_url
 from sync_sandbox.process import start_sandbox
 
 DEMO_DIR = Path(".demo")
@@ -61,6 +62,8 @@ def is_running(kind: str) -> bool:
 def start() -> None:
     DEMO_DIR.mkdir(exist_ok=True)
     keys = demo_keys()
+    if not any((DEMO_DIR / f"{kind}.db").exists() for kind in PORTS):
+        forget_earlier_syncs()
     for kind, port in PORTS.items():
         if is_running(kind):
             print(f"{kind}: already running at {api_root(kind)}")
@@ -82,6 +85,14 @@ Both sandboxes run on loopback; their API keys are in .env (never printed).
 Request counts: http://127.0.0.1:PORT/_sandbox/stats on either port.
 Contracts: docs/customwebshop-api.md, docs/chargebee-emulator.md. Stop with `make stop`."""
     )
+
+
+def forget_earlier_syncs() -> None:
+    """New sandbox data: Meltano's bookmarks and the link store of an earlier demo describe
+    records that are gone, so both start afresh."""
+    Path(default_link_store_url().removeprefix("sqlite:///")).unlink(missing_ok=True)
+    meltano = os.path.join(os.path.dirname(sys.executable), "meltano")
+    subprocess.run([meltano, "state", "clear", "--all", "--force"], capture_output=True)
 
 
 def meltano_sync(*, dry_run: bool = False) -> None:
