@@ -194,6 +194,26 @@ def test_dry_run_plans_and_writes_nothing(sync):
     assert_mirrors(sync, expected_chargebee(sync))
 
 
+def test_parents_beyond_the_memory_cap_are_found_in_the_link_store(sync):
+    """Room for one parent in memory: the others are read back from the link store, never
+    from Chargebee, and nothing is written twice. A dry run saves no links: it keeps all."""
+    sync.env["SYNC_KNOWN_PARENTS"] = "1"
+    sync.run(dry_run="true")
+    assert sync.last_report()["rejected"] == 0, sync.last_report()["rejections"]
+    sync.run()
+    assert_mirrors(sync, expected_chargebee(sync))
+    assert sync.last_report()["rejected"] == 0
+    # every record again (no Meltano state): all linked, each parent resolved anew
+    sync.env["MELTANO_DATABASE_URI"] = f"sqlite:///{sync.tmp / 'meltano-again.db'}"
+    sync.chargebee.reset_stats()
+    sync.run()
+    assert sync.last_report()["streams"]["orders"]["unchanged"] > 0
+    assert sum(sync.writes().values()) == 0, sync.writes()
+    operations = sync.chargebee.stats()["operations"]
+    lookups = [op for op in operations if "retrieve" in op.lower() and "famil" not in op.lower()]
+    assert not lookups, operations  # GET /{resource}/{id}: a parent looked up in Chargebee
+
+
 def test_link_store_on_postgresql(tmp_path, shop, chargebee):
     import psycopg
 

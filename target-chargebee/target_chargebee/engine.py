@@ -27,8 +27,9 @@ parent and goes when that one is done.
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from collections import Counter, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,10 @@ if TYPE_CHECKING:
     from target_chargebee.sinks import ResourceSink
 
 Ref = tuple[str, str]  # (resource, deterministic Chargebee id)
+
+#: Parents kept in memory, the most recently used: an older one is found again in the link
+#: store (one indexed read), so memory stays flat however many records a run brings.
+KNOWN_PARENTS = int(os.environ.get("SYNC_KNOWN_PARENTS") or 20_000)
 
 
 class Rejected(Exception):  # noqa: N818 (a decision, not a failure)
@@ -111,11 +116,13 @@ class Engine:
         self.dry_run = bool(settings.get("dry_run"))
         self.report = RunReport("target-chargebee", dry_run=self.dry_run, logger=logger)
         self.delete_guard = DeleteGuard(links, settings.get("max_delete_percent"))
-        self.known: dict[Ref, str] = {}  # parents that exist in Chargebee (or will, in a plan)
+        # parents that exist in Chargebee (or will, in a plan), recently used last
+        self.known: OrderedDict[Ref, str] = OrderedDict()
+        self.found: dict[Ref, str] = {}  # parents only Chargebee has (no link): never evicted
         self.absent: set[Ref] = set()  # parents looked up this run and not found
         self.rejected_refs: dict[Ref, str] = {}  # parents refused this run, with the reason
         self.waiting: dict[Ref, list[tuple[ResourceSink, dict]]] = defaultdict(list)
-        self.blocked: dict[Ref, int] = defaultdict(int)  # records with a job waiting
+        self.blocked: Counter[Ref] = Counter()  # records with a job waiting (no entry at 0)
         self.once: set[str] = set()  # per-run one-time preparations (the item family)
         self.writes: Counter[str] = Counter()  # write calls by resource and operation
         self.unverified: set[Ref] = set()  # missing parents not yet looked up in Chargebee
@@ -276,7 +283,7 @@ class Engine:
             if ref in self.rejected_refs:
                 reason += f" (the parent was rejected: {self.rejected_refs[ref]})"
             for sink, record in jobs:
-                self.blocked[(sink.resource, str(record.get("id")))] -= 1
+                self._unblock((sink.resource, str(record.get("id"))))
                 self._dead_letter_raw(sink, record, reason, parent=f"{resource}/{det_id}")
 
     # ---------------------------------------------------------------- references
@@ -302,7 +309,10 @@ class Engine:
         """The Chargebee id of a parent given by its deterministic id, or None if absent
         (with remote=False: if neither this run nor the link store knows it)."""
         if ref in self.known:
+            self.known.move_to_end(ref)
             return self.known[ref]
+        if ref in self.found:
+            return self.found[ref]
         if ref in self.absent:
             return None
         resource, det_id = ref
@@ -310,13 +320,20 @@ class Engine:
         if actual is None and not remote:
             return None
         if actual is None:
-            remote = self.retrieve(resource, det_id)
-            actual = det_id if remote is not None else None
-        if actual is None:
-            self.absent.add(ref)
-        else:
-            self.known[ref] = actual
+            if self.retrieve(resource, det_id) is None:
+                self.absent.add(ref)
+                return None
+            self.found[ref] = det_id  # no link finds it again: evicted, it would cost a GET
+            return det_id
+        self._know(ref, actual)
         return actual
+
+    def _know(self, ref: Ref, chargebee_id: str) -> None:
+        self.known[ref] = chargebee_id
+        self.known.move_to_end(ref)
+        # A dry run saves no links: what it plans to create is known only here.
+        if len(self.known) > KNOWN_PARENTS and not self.dry_run:
+            self.known.popitem(last=False)
 
     def _wait(self, sink: ResourceSink, record: dict, parent: Ref, own: Ref) -> None:
         if not self.blocked[own] or parent != own:
@@ -328,15 +345,20 @@ class Engine:
         """A parent now exists: run what waited for it, in arrival order."""
         jobs = self.waiting.pop(ref, [])
         for sink, record in jobs:
-            own = (sink.resource, str(record.get("id")))
-            self.blocked[own] -= 1
+            self._unblock((sink.resource, str(record.get("id"))))
             self._submit(sink, record, retry=True)
+
+    def _unblock(self, own: Ref) -> None:
+        self.blocked[own] -= 1
+        if not self.blocked[own]:
+            del self.blocked[own]  # one entry per record otherwise: memory would grow
 
     def exists(self, job: Job, chargebee_id: str | None = None) -> None:
         """Record that the job's record exists in Chargebee; its waiting children go when its
         job is done (`_work`)."""
         ref = (job.resource, job.det_id)
-        self.known[ref] = chargebee_id or job.chargebee_id or job.det_id
+        self._know(ref, chargebee_id or job.chargebee_id or job.det_id)
+        self.found.pop(ref, None)
         self.absent.discard(ref)
 
     # ---------------------------------------------------------------- the upsert
@@ -379,6 +401,12 @@ class Engine:
                 outcome = sink.restore(job)
             else:
                 if self._chargebee_edit_stands(job, parts, old):
+                    if not self.dry_run and job.link.deterministic_id is None:
+                        # a link target-customwebshop made: children find it by derived id
+                        self.links.save(
+                            job.resource, job.webshop_id, job.chargebee_id,
+                            deterministic_id=job.det_id,
+                        )  # fmt: skip
                     self._outcome(job, "skipped")
                     self.exists(job)
                     return
