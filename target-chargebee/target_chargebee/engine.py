@@ -152,6 +152,12 @@ class Engine:
                 self._raise_failure()
             self._submit(sink, record)
 
+    def reject_unmappable(self, sink: ResourceSink, record: dict[str, Any], reason: str) -> None:
+        """A record the stream map could not translate (the reader's thread): dead-lettered."""
+        with self.lock:
+            self.report.received(sink.stream_name)
+            self._dead_letter_raw(sink, record, reason)
+
     def verify(self) -> None:
         """After the maps of one source record ran: parents still missing are looked up in
         Chargebee now. Not before, because the same source record often brings them (an

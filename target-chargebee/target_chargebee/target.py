@@ -189,8 +189,7 @@ class TargetChargebee(Target):
             super()._process_record_message(message_dict)
         except UnmappableRecord as error:
             sink = self.get_sink(error.stream)
-            self.engine.report.received(error.stream)
-            self.engine._dead_letter_raw(sink, message_dict["record"], error.reason)  # noqa: SLF001
+            self.engine.reject_unmappable(sink, message_dict["record"], error.reason)
         if self.engine.unverified or self.engine.to_archive:
             self.engine.verify()
 
