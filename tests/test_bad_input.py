@@ -1,6 +1,7 @@
 """Bad records among good ones, both directions through `meltano run sync`: each bad record is
 dead-lettered with the reason Chargebee or the webshop gave (or the sync's own, for a missing
-parent or a taken e-mail or name), and every other record syncs (tests/fault_ledger.py counts
+parent); one whose e-mail or name another record has is skipped as an ambiguous match and
+reported (sync_common.matching); every other record syncs (tests/fault_ledger.py counts
 both servers). Records the webshop API would refuse are written straight into its SQLite file
 before it starts, as a buggy shop or an old import would have left them. Also here: a
 malformed or truncated page from the webshop, and API keys in what a run leaves behind."""
@@ -71,6 +72,8 @@ class BadInputs:
 
     def __init__(self) -> None:
         self.dead: dict[tuple[str, str], str] = {}
+        #: records skipped as ambiguous matches, not dead-lettered: words of the reason
+        self.ambiguous: dict[tuple[str, str], str] = {}
         self.refused: set[tuple[str, str]] = set()
         self.unicode_id = 0
 
@@ -83,14 +86,14 @@ class BadInputs:
         order = first_live(db, "orders", "json_extract(data, '$.paid_at') IS NOT NULL")
         line = order["line_items"][0]
 
-        def bad_customer(reason: str, **fields) -> None:
+        def bad_customer(reason: str, ambiguous: bool = False, **fields) -> None:
             new = inject(db, "customers", customer["id"], **fields)
-            self.dead[("customers", str(new))] = reason
+            (self.ambiguous if ambiguous else self.dead)[("customers", str(new))] = reason
             self.refused.add(("customers", f"cws_{new}"))
 
-        def bad_product(reason: str, **fields) -> None:
+        def bad_product(reason: str, ambiguous: bool = False, **fields) -> None:
             new = inject(db, "products", product["id"], sku=f"BAD-{len(self.dead)}", **fields)
-            self.dead[("items", str(new))] = reason
+            (self.ambiguous if ambiguous else self.dead)[("items", str(new))] = reason
             self.dead[("item_prices", str(new))] = "parent"  # waits for its item, in vain
             self.refused |= {
                 ("items", f"cws_{new}"),
@@ -108,13 +111,13 @@ class BadInputs:
         address = {"line1": "Hauptstr. 1", "line2": None, "city": "Berlin", "state": None,
                    "postal_code": "10115", "country": "Germany"}  # fmt: skip
         bad_customer("country", email="land@example.com", billing_address=address)
-        bad_customer("same e-mail", email=customer["email"], first_name="Second")
+        bad_customer("by e-mail", True, email=customer["email"].upper(), first_name="Second")
         bad_product("name", name=None)  # missing a field Chargebee requires
         # a wrong type the price's map cannot int(): the item goes, its price is dead-lettered
         new = inject(db, "products", product["id"], sku="BAD-PRICE", name="Odd", price="12.50")
         self.dead[("item_prices", str(new))] = "ValueError"
         self.refused.add(("item_prices", f"cws_{new}-{product['currency']}"))
-        bad_product("same e-mail or name", name=product["name"])  # the name of an existing item
+        bad_product("by name", True, name=f" {product['name']}")  # an existing item's name
         bad_order("quantity", line_items=[{**line, "quantity": "two"}])  # wrong type
         bad_order("customers cws_99999", customer_id=99999)
         bad_order("item_prices cws_99998", line_items=[{**line, "product_id": 99998}])
@@ -155,6 +158,12 @@ def test_bad_records_are_dead_lettered_with_the_reason_and_the_rest_syncs(bad_ru
         assert reason and words in reason, f"{stream} {key}: {reason!r} lacks {words!r}"
     unexpected = {k: r for k, r in reasons.items() if k not in wanted}
     assert not unexpected, unexpected
+    reports = sorted(world.sync.reports.glob("target-chargebee-run-*.json"))
+    matches = [m for p in reports for m in json.loads(p.read_text())["ambiguous_matches"]]
+    skipped = {(m["stream"], m["webshop_id"]): m["reason"] for m in matches}
+    for (stream, key), words in bad.ambiguous.items():
+        reason = skipped.get((stream, key))
+        assert reason and words in reason, f"{stream} {key}: {reason!r} lacks {words!r}"
 
     bad_records = sum(words != "parent" for words in wanted.values())  # the rest wait for one
     what = f"{bad_records} bad records, {len(wanted)} dead letters"

@@ -179,15 +179,17 @@ def test_a_forward_only_run_checks_chargebee_before_overwriting(two_way, policy)
     phone = {"chargebee": "+1 555 0100", "webshop": "+46 8 555 0199"}[winner]
     remote = cb.Customer.retrieve(f"cws_{customer['id']}").customer
     assert remote.phone == phone
-    assert remote.company == (customer["company"] if winner == "webshop" else None)
+    assert remote.company is None  # cleared in Chargebee only: that edit stands, field by field
     conflicts = two_way.last_report()["conflicts"]
     assert [(c["webshop_id"], c["winner"], c["policy"]) for c in conflicts] == [
         (str(customer["id"]), winner, policy)
     ]
+    assert [f["field"] for f in conflicts[0]["fields"]] == ["phone"]
     assert conflicts[0]["chargebee"]["phone"] == "+1 555 0100"
     assert conflicts[0]["webshop"]["phone"] == "+46 8 555 0199"
     two_way.run_with(conflict_policy=policy)  # the `sync` job settles the other side
-    assert webshop_one(two_way, "customers", customer["id"])["phone"] == phone
+    settled = webshop_one(two_way, "customers", customer["id"])
+    assert (settled["phone"], settled["company"]) == (phone, None)
     assert_quiet(two_way)
 
 

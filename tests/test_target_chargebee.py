@@ -141,7 +141,12 @@ def test_prepopulated_customers_are_matched_by_email(sync):
         client.Customer.create(
             {"id": f"hand_{n}", "email": customer["email"], "first_name": "Typed by hand"}
         )
-    sync.run()
+    # never synced, so no base: each field in which they differ is a conflict the policy
+    # decides (an empty value never clears a filled one)
+    sync.run(conflict_policy="webshop_wins")
+    conflicts = {c["chargebee_id"]: c for c in sync.last_report()["conflicts"]}
+    assert set(conflicts) == {f"hand_{n}" for n in range(len(customers))}
+    assert all(c["chargebee"]["first_name"] == "Typed by hand" for c in conflicts.values())
     all_customers = cb_all(client, "customers")
     emails = Counter(c["email"] for c in all_customers)
     assert max(emails.values()) == 1, "duplicate customers"
@@ -152,7 +157,8 @@ def test_prepopulated_customers_are_matched_by_email(sync):
     for n, customer in enumerate(customers):
         matched = by_email[customer["email"]]
         assert matched["id"] == f"hand_{n}"
-        assert matched["first_name"] == customer["first_name"]  # updated from the webshop
+        assert matched["first_name"] == customer["first_name"]  # the webshop's won
+        assert matched.get("last_name") == customer["last_name"]  # filled from the webshop
     # Their invoices point at the hand-made ids.
     hand_ids = {f"hand_{n}" for n in range(len(customers))}
     invoices = cb_all(client, "invoices")

@@ -1,6 +1,6 @@
-"""A linked record edited on both sides since the last sync: who wins, and what an empty
-value may do. Both targets take these settings and apply the same rule; each reports the
-overruled edit with both versions (RunReport.conflicts)."""
+"""A field of a linked record edited on both sides since the last sync: who wins, and what an
+empty value may do. Both targets take these settings; the rule itself is sync_common.merge,
+and each target reports the overruled value with both versions (RunReport.conflicts)."""
 
 from __future__ import annotations
 
@@ -15,17 +15,18 @@ CONFLICT_POLICY = th.Property(
     "conflict_policy",
     th.StringType(allowed_values=list(POLICIES)),
     default="newest_wins",
-    description="Who wins when a linked record changed on both sides since the last sync: "
-    "the side with the newer updated_at (default; Chargebee on a tie), or always one side. "
-    "The overruled edit is written to the run report with both versions.",
+    description="Who wins when the same field of a linked record changed on both sides since "
+    "the last sync (edits of different fields both go through): the side with the newer "
+    "updated_at (default; Chargebee on a tie), or always one side. The overruled value is "
+    "written to the run report with both values and the base.",
 )
 
 EMPTY_OVERWRITES = th.Property(
     "empty_overwrites",
     th.BooleanType,
     default=False,
-    description="In a conflict, let an empty value of the winning side clear a field the "
-    "other side has filled (default: the filled value stays).",
+    description="In a conflict over a field, let an empty value of the winning side clear "
+    "the value the other side has filled (default: the filled value stays).",
 )
 
 
@@ -43,8 +44,3 @@ def unix_seconds(value: Any) -> int:
     if isinstance(value, int | float):
         return int(value)
     return int(datetime.datetime.fromisoformat(str(value)).timestamp())
-
-
-def keep_filled(winning: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
-    """The winning values, less the empty ones that would clear a value `other` has."""
-    return {k: v for k, v in winning.items() if v not in (None, "") or not other.get(k)}

@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import urllib.parse
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,17 +38,77 @@ def content_hash(mapping: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def default_link_store_url() -> str:
-    """A SQLite file in the Meltano project: `$MELTANO_PROJECT_ROOT/.meltano/sync/links.db`,
-    or `./.meltano/sync/links.db` outside Meltano. Creates the directory."""
+@dataclass(frozen=True)
+class LinkedSystems:
+    """The pair of systems a link store links, by API base URL (a Chargebee site's own URL
+    when only `site` is set): links made for one pair mean nothing for another."""
+
+    webshop: str
+    chargebee: str
+
+    @classmethod
+    def of(cls, webshop_api_url: str, chargebee_api_url: str) -> LinkedSystems:
+        return cls(_canonical_url(webshop_api_url), _canonical_url(chargebee_api_url))
+
+    def __str__(self) -> str:
+        return f"webshop {self.webshop} with Chargebee {self.chargebee}"
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(f"{self.webshop}\n{self.chargebee}".encode()).hexdigest()[:12]
+
+
+def _canonical_url(url: str) -> str:
+    parsed = urllib.parse.urlsplit(url.strip())
+    return urllib.parse.urlunsplit(
+        (parsed.scheme.lower(), parsed.netloc.lower(), parsed.path.rstrip("/"), "", "")
+    )
+
+
+def default_link_store_url(systems: LinkedSystems | None = None) -> str:
+    """A SQLite file in the Meltano project's `.meltano/sync/` (`$MELTANO_PROJECT_ROOT`, or
+    the working directory outside Meltano), one per pair of systems: `links-<key>.db`, so
+    environments pointed at other systems get a store of their own. A `links.db` made by an
+    earlier version is kept by the pair it is bound to (the first to open it)."""
     root = Path(os.environ.get("MELTANO_PROJECT_ROOT") or ".")
     directory = (root / ".meltano" / "sync").resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{directory / 'links.db'}"
+    legacy = directory / "links.db"
+    if systems is None:
+        return f"sqlite:///{legacy}"
+    own = directory / f"links-{systems.key}.db"
+    if (
+        not own.exists()
+        and legacy.exists()
+        and _bound_to(f"sqlite:///{legacy}")
+        in (
+            None,
+            systems,
+        )
+    ):
+        return f"sqlite:///{legacy}"
+    return f"sqlite:///{own}"
+
+
+def _bound_to(url: str) -> LinkedSystems | None:
+    """The pair an existing SQLite store is bound to (None: not bound yet)."""
+    engine = sa.create_engine(url)
+    try:
+        if not sa.inspect(engine).has_table("bound_to"):
+            return None
+        with engine.connect() as db:
+            row = db.execute(sa.select(_bound.c.webshop, _bound.c.chargebee)).first()
+        return LinkedSystems(row.webshop, row.chargebee) if row else None
+    finally:
+        engine.dispose()
 
 
 class LinkStoreUnavailable(Exception):  # noqa: N818  (reads better than ...Error at call sites)
     """The database cannot be opened or reached."""
+
+
+class LinkStoreBoundElsewhere(Exception):  # noqa: N818
+    """The store links another pair of systems than this run's."""
 
 
 class LinkConflict(Exception):  # noqa: N818
@@ -68,6 +129,10 @@ class Link:
     #: The Chargebee id the sync derives from the webshop id; differs from `chargebee_id`
     #: when the link was made by matching an existing record.
     deterministic_id: str | None = None
+    #: Per mapped field, the value both sides held at the last sync (the merge's base), in
+    #: each target's shape: target-customwebshop's webshop fields, target-chargebee's params.
+    webshop_base: dict[str, Any] | None = None
+    chargebee_base: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +175,8 @@ _links = sa.Table(
     sa.Column("chargebee_hash", sa.Text),
     sa.Column("chargebee_synced_at", _UtcDateTime),
     sa.Column("deterministic_id", sa.String(255)),
+    sa.Column("webshop_base", sa.JSON(none_as_null=True)),
+    sa.Column("chargebee_base", sa.JSON(none_as_null=True)),
     sa.UniqueConstraint("resource", "webshop_id", name="links_webshop_key"),
     sa.UniqueConstraint("resource", "chargebee_id", name="links_chargebee_key"),
 )
@@ -131,17 +198,36 @@ _dead_letters = sa.Table(
     sa.Column("created_at", _UtcDateTime, nullable=False),
 )
 
+#: The pair of systems the store links, recorded by the first run that opens it (one row).
+_bound = sa.Table(
+    "bound_to",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("webshop", sa.Text, nullable=False),
+    sa.Column("chargebee", sa.Text, nullable=False),
+    sa.Column("bound_at", _UtcDateTime, nullable=False),
+)
+
 _LINK_COLUMNS = [column for column in _links.c if column.name != "id"]
 
 
 class LinkStore:
     """Links and dead letters in one database; tables are created when it is opened.
 
-    `run_id` labels this run's dead letters; a fresh one is made when none is given."""
+    `systems`: the pair this run syncs; a store bound to another pair is refused
+    (LinkStoreBoundElsewhere), an unbound one is bound to it. Without it (a look at a store)
+    nothing is checked. `run_id` labels this run's dead letters; a fresh one is made when
+    none is given."""
 
-    def __init__(self, url: str | None = None, *, run_id: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        systems: LinkedSystems | None = None,
+        run_id: str | None = None,
+    ) -> None:
         self.run_id = run_id or uuid.uuid4().hex
-        parsed = make_url(url or default_link_store_url())
+        parsed = make_url(url or default_link_store_url(systems))
         if parsed.drivername == "postgresql":  # psycopg 3 is the driver this project installs
             parsed = parsed.set(drivername="postgresql+psycopg")
         if parsed.get_backend_name() not in ("sqlite", "postgresql"):
@@ -154,12 +240,30 @@ class LinkStore:
             self._engine = sa.create_engine(parsed, pool_pre_ping=True)
             if parsed.get_backend_name() == "sqlite":
                 sa.event.listen(self._engine, "connect", _sqlite_pragmas)
+            _make_private(parsed)
             _metadata.create_all(self._engine)
             _by_deterministic_id.create(self._engine, checkfirst=True)  # stores made before it
+            _add_missing_columns(self._engine)
+            self.systems = self._bind(systems) if systems is not None else None
         except sa.exc.SQLAlchemyError as exc:
             raise LinkStoreUnavailable(
                 f"cannot open {self._where}: {getattr(exc, 'orig', None) or exc}"
             ) from None
+
+    def _bind(self, systems: LinkedSystems) -> LinkedSystems:
+        row = {"id": 1, "webshop": systems.webshop, "chargebee": systems.chargebee,
+               "bound_at": datetime.datetime.now(datetime.UTC)}  # fmt: skip
+        with self._engine.begin() as db:  # the first run to get here binds it
+            db.execute(self._insert(_bound).values(**row).on_conflict_do_nothing())
+            bound = db.execute(sa.select(_bound.c.webshop, _bound.c.chargebee)).one()
+        if (bound.webshop, bound.chargebee) != (systems.webshop, systems.chargebee):
+            raise LinkStoreBoundElsewhere(
+                f"the link store {self._where} links {LinkedSystems(*bound)}, but this run "
+                f"syncs {systems}: its links would pair records of other systems. Leave "
+                "link_store_url unset (each pair of systems gets its own store) or point it "
+                "at this pair's store."
+            )
+        return systems
 
     def __repr__(self) -> str:
         return f"LinkStore({self._where!r})"
@@ -200,14 +304,22 @@ class LinkStore:
         chargebee_version: Version = None,
         chargebee_hash: str | None = None,
         deterministic_id: str | None = None,
+        webshop_base: dict[str, Any] | None = None,
+        chargebee_base: dict[str, Any] | None = None,
     ) -> Link:
         """Create or update the link of webshop record `webshop_id` (it may move to another
         Chargebee id) and record what the sync wrote to or saw on each side. A side's state
-        left out (None) keeps its stored value; a side given is stamped with the time now."""
+        left out (None) keeps its stored value; a side given is stamped with the time now.
+
+        A version means "that side at this version is accounted for on the other side"
+        (written there, equal, or overruled): the merge then takes it as the base."""
         now = datetime.datetime.now(datetime.UTC)
-        given = {"chargebee_id": str(chargebee_id)}
+        given: dict[str, Any] = {"chargebee_id": str(chargebee_id)}
         if deterministic_id is not None:
             given["deterministic_id"] = str(deterministic_id)
+        for name, base in (("webshop_base", webshop_base), ("chargebee_base", chargebee_base)):
+            if base is not None:
+                given[name] = _plain(base)
         for side, version, hash_ in (
             ("webshop", webshop_version, webshop_hash),
             ("chargebee", chargebee_version, chargebee_hash),
@@ -269,6 +381,27 @@ class LinkStore:
             query = query.where(_dead_letters.c.run_id == run_id)
         with self._engine.connect() as db:
             return [DeadLetter(**row._mapping) for row in db.execute(query)]
+
+
+def _make_private(url: sa.URL) -> None:
+    """A SQLite store holds personal data (the bases are field values): readable by its owner
+    only. SQLite gives its -wal and -shm files the same mode."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return
+    path = Path(url.database)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    os.chmod(path, 0o600)
+
+
+def _add_missing_columns(engine: sa.Engine) -> None:
+    """Stores made by an earlier version get the columns added since, in place."""
+    have = {column["name"] for column in sa.inspect(engine).get_columns("links")}
+    with engine.begin() as db:
+        for column in _links.c:
+            if column.name not in have:
+                kind = column.type.compile(dialect=engine.dialect)
+                db.execute(sa.text(f'ALTER TABLE links ADD COLUMN "{column.name}" {kind}'))
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

@@ -152,10 +152,34 @@ class RunReport:
             "changes_not_listed": dict(self.not_listed),
             "rejections": self.rejections,
             "ambiguous_matches": self.ambiguous,
+            "match_report": self.match_report(),
             "conflicts": self.conflicts,
             "notes": self.notes,
             "api_calls": api_calls,
         }
+
+    def match_report(self) -> dict[str, dict[str, int]]:
+        """First contact per stream (the go-live match report): records linked to one the far
+        side already had (`matched`), records left unlinked because several share a key
+        (`ambiguous`, and by the side where they are), and records the far side gets anew
+        (`new`, the creates)."""
+        by_side = Counter(
+            (a["stream"], a.get("candidates_in") or "unknown") for a in self.ambiguous
+        )
+        streams = sorted(set(self.outcomes) | {stream for stream, _ in by_side})
+        report: dict[str, dict[str, int]] = {}
+        for stream in streams:
+            counts = self.outcomes.get(stream, Counter())
+            sides = {side: n for (s, side), n in sorted(by_side.items()) if s == stream}
+            entry = {
+                "matched": counts["matched"],
+                "ambiguous": sum(sides.values()),
+                "new": counts["created"],
+            }
+            entry.update({f"ambiguous_several_in_{side}": n for side, n in sides.items()})
+            if any(entry.values()):
+                report[stream] = entry
+        return report
 
     def summary_lines(self, data: dict[str, Any]) -> list[str]:
         title = (
@@ -175,6 +199,7 @@ class RunReport:
             lines.append(f"  {stream:<{width}} {counts}")
         if self.dry_run:
             lines.extend(self._plan_lines())
+            lines.extend(self._match_lines(data.get("match_report") or self.match_report()))
         writes = data["api_calls"].get("writes_by_operation", {})
         for name, calls in (("API calls", data["api_calls"]), ("writes", writes)):
             counts = [f"{call} {n}" for call, n in calls.items() if isinstance(n, int)]
@@ -189,6 +214,15 @@ class RunReport:
         for conflict in self.conflicts[:20]:
             lines.append(
                 "  conflict {stream} {webshop_id} ({chargebee_id}): {winner} won".format(**conflict)
+            )
+        for entry in self.ambiguous[:20]:
+            ids = " / ".join(str(entry[k]) for k in ("webshop_id", "chargebee_id") if entry.get(k))
+            candidates = ", ".join(str(c) for c in entry.get("candidates") or [])
+            reason = entry.get("reason") or f"candidates {candidates}"
+            lines.append(f"  ambiguous {entry['stream']} {ids}: {reason}")
+        if len(self.ambiguous) > 20:
+            lines.append(
+                f"  … {len(self.ambiguous) - 20} more ambiguous matches in the report file"
             )
         lines.extend(f"  note: {note}" for note in self.notes)
         return lines
@@ -210,6 +244,27 @@ class RunReport:
         for (stream, outcome), count in shown.items():
             if count > LOG_LISTED:
                 lines.append(f"  … {count - LOG_LISTED} more {outcome} {stream} in the report file")
+        return lines
+
+    @staticmethod
+    def _match_lines(report: dict[str, dict[str, int]]) -> list[str]:
+        """Dry run: the go-live match report, one line per stream with a first contact."""
+        names = {"chargebee": "in Chargebee", "webshop": "in the webshop"}
+        lines = []
+        for stream, entry in report.items():
+            prefix = "ambiguous_several_in_"
+            sides = [
+                f"{n} several {names.get(key[len(prefix) :], key[len(prefix) :])}"
+                for key, n in entry.items()
+                if key.startswith(prefix)
+            ]
+            ambiguous = f"{entry['ambiguous']} ambiguous"
+            if sides:
+                ambiguous += f" ({', '.join(sides)})"
+            lines.append(
+                f"  first contact: {stream} {entry['matched']} matched, {ambiguous}, "
+                f"{entry['new']} new"
+            )
         return lines
 
     def write(self, directory: Path, data: dict[str, Any]) -> Path:

@@ -35,27 +35,35 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from sync_common.chargebee import ChargebeeClient
-from sync_common.conflicts import chargebee_wins, keep_filled
 from sync_common.guard import DeleteGuard
 from sync_common.http import ApiError
+from sync_common.merge import SOURCE_RECORD, conflict_entry, merge_fields, same
 from sync_common.report import RunReport
 from target_chargebee.params import (
     Params,
+    as_fields,
     composite_hash,
     differences,
     encode,
+    from_fields,
+    held,
     idempotency_key,
     remote_value,
     split_hash,
     to_params,
+    to_remote,
     wire_value,
 )
 from target_chargebee.store import Link, Links
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from sync_common.matching import CandidateIndex
     from target_chargebee.sinks import ResourceSink
 
 Ref = tuple[str, str]  # (resource, deterministic Chargebee id)
+UPDATED = "updated"
 
 #: Parents kept in memory, the most recently used: an older one is found again in the link
 #: store (one indexed read), so memory stays flat however many records a run brings.
@@ -69,6 +77,17 @@ class Rejected(Exception):  # noqa: N818 (a decision, not a failure)
         super().__init__(reason)
         self.reason = reason
         self.details = details
+
+
+class Ambiguous(Exception):  # noqa: N818 (a decision, not a failure)
+    """Raised by sink code when a record with no link matches several Chargebee records, or
+    one that another record has (sync_common.matching): it is neither linked nor created, not
+    dead-lettered, but counted as skipped and listed in the report's `ambiguous_matches`
+    (`entry`) until a person resolves it."""
+
+    def __init__(self, entry: dict[str, Any]) -> None:
+        super().__init__(entry["reason"])
+        self.entry = entry
 
 
 @dataclass
@@ -90,6 +109,10 @@ class Job:
     provisional_hash: str | None = None  # saved until a deferred write (archive_later) is done
     remote: dict | None = None  # the Chargebee record as read (dry run: the "old" values)
     changes: dict[str, list] = field(default_factory=dict)  # dry run: field -> [old, new]
+    #: Chargebee holds a value the webshop does not have yet (an edit made there, or a
+    #: conflict it won): its new version is left for the way back to carry over
+    pending: bool = False
+    base: dict[str, Any] | None = None  # the webshop's fields as merged: the next base
 
     @property
     def stream(self) -> str:
@@ -124,6 +147,9 @@ class Engine:
         self.waiting: dict[Ref, list[tuple[ResourceSink, dict]]] = defaultdict(list)
         self.blocked: Counter[Ref] = Counter()  # records with a job waiting (no entry at 0)
         self.once: set[str] = set()  # per-run one-time preparations (the item family)
+        self.indexes: dict[str, CandidateIndex] = {}  # first contact: key -> Chargebee ids
+        self.indexing: set[str] = set()  # indexes being read (by one worker; others wait)
+        self.claimed: dict[Ref, str] = {}  # Chargebee records matched or created: webshop id
         self.writes: Counter[str] = Counter()  # write calls by resource and operation
         self.unverified: set[Ref] = set()  # missing parents not yet looked up in Chargebee
         self.to_archive: list[tuple[Job, str]] = []  # archive_later: (job, path)
@@ -134,6 +160,8 @@ class Engine:
         workers = max(1, int(settings.get("max_concurrency") or 1))
         self.max_queued = 2 * workers  # the reader waits beyond this: memory stays flat
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="upsert")
+        #: the webshop record the maps are translating now (the target sets it)
+        self.source_record: dict[str, Any] | None = None
 
     # ---------------------------------------------------------------- entry points
 
@@ -151,6 +179,13 @@ class Engine:
                 self.changed.wait()
                 self._raise_failure()
             self._submit(sink, record)
+
+    def skip_unsubmitted(self, sink: ResourceSink, record: dict[str, Any], entry: dict) -> None:
+        """A record first-contact matching held back and found ambiguous (the reader's
+        thread): counted as received and skipped, never written."""
+        with self.lock:
+            self.report.received(sink.stream_name)
+            self.skip_ambiguous(sink, record, entry, chargebee_id=str(record.get("id") or ""))
 
     def reject_unmappable(self, sink: ResourceSink, record: dict[str, Any], reason: str) -> None:
         """A record the stream map could not translate (the reader's thread): dead-lettered."""
@@ -193,6 +228,7 @@ class Engine:
                 self.reject(job, error.reason, api_error_code=error.code, param=error.param)
                 continue
             if not self.dry_run:
+                job.provisional_hash = None
                 self.save_link(job, composite_hash(job.sink.hash_parts(job)))
 
     def settle(self) -> None:
@@ -374,6 +410,8 @@ class Engine:
             self._upsert(job)
         except Rejected as refusal:
             self.reject(job, refusal.reason, **refusal.details)
+        except Ambiguous as ambiguous:
+            self.skip_ambiguous(job.sink, job.record, ambiguous.entry, chargebee_id=job.det_id)
         except ApiError as error:
             if not error.is_refusal:
                 raise
@@ -386,15 +424,8 @@ class Engine:
         content_hash = composite_hash(parts)
         if job.link is not None:
             job.chargebee_id = job.link.chargebee_id
-            if self._is_echo(job):
-                # Chargebee already holds this content: it came from there.
-                if not self.dry_run:
-                    self.save_link(job, content_hash)
-                self._outcome(job, "unchanged")
-                self.exists(job)
-                return
             old = split_hash(job.link.chargebee_hash)
-            if job.link.chargebee_hash == content_hash or (job.deleted and old.get("deleted")):
+            if self._accounted_for(job, content_hash, old):
                 self._outcome(job, "unchanged")
                 if not (job.deleted and sink.delete_removes):
                     self.exists(job)
@@ -405,22 +436,13 @@ class Engine:
                 outcome = sink.remove(job)
             elif old.get("deleted"):
                 outcome = sink.restore(job)
+            elif not sink.merges:
+                outcome = sink.update(job, changed)
             else:
-                if self._chargebee_edit_stands(job, parts, old):
-                    if not self.dry_run and job.link.deterministic_id is None:
-                        # a link target-customwebshop made: children find it by derived id
-                        self.links.save(
-                            job.resource, job.webshop_id, job.chargebee_id,
-                            deterministic_id=job.det_id,
-                        )  # fmt: skip
-                    self._outcome(job, "skipped")
-                    self.exists(job)
-                    return
-                try:
-                    outcome = sink.update(job, changed)
-                except ApiError as error:
-                    if error.status != 404 or error.param:
-                        raise
+                remote = self.retrieve(job.resource, job.chargebee_id)
+                if remote is not None:
+                    outcome = UPDATED if self.merge_remote(job, remote) else "unchanged"
+                else:
                     # The linked record is gone from Chargebee (deleted by hand): make it again.
                     self.logger.warning(
                         "%s %s is linked to %s, which Chargebee no longer has: creating it again",
@@ -442,55 +464,103 @@ class Engine:
         if not (job.deleted and sink.delete_removes):
             self.exists(job)
 
-    @staticmethod
-    def _is_echo(job: Job) -> bool:
-        """The webshop record is the version target-customwebshop wrote from Chargebee (it
-        alone sets the webshop hash, and stores the version its write produced)."""
+    def _accounted_for(self, job: Job, content_hash: str, old: dict[str, str]) -> bool:
+        """Nothing of this webshop version is missing in Chargebee, known without a call: the
+        sync wrote or saw this very version (e.g. target-customwebshop wrote it from
+        Chargebee), or no mapped field differs from the base."""
         link = job.link
-        return (
-            link is not None
-            and link.webshop_hash is not None
-            and job.webshop_version is not None
-            and link.webshop_version == job.webshop_version
-        )
+        assert link is not None
+        source = job.sink.merged(job)
+        fields = as_fields(source)
+        if link.webshop_version is not None and job.webshop_version == link.webshop_version:
+            base = link.chargebee_base and as_fields(held(link.chargebee_base, source))
+            if not self.dry_run and base != fields:  # both held it: the next base
+                self.links.save(job.resource, job.webshop_id, job.chargebee_id,
+                                chargebee_base=to_remote(source), deterministic_id=job.det_id,
+                                webshop_base=job.record.get(SOURCE_RECORD))  # fmt: skip
+            return True
+        if job.deleted != bool(old.get("deleted")):
+            return False
+        if job.deleted:
+            return True  # deleted before, and still
+        if link.chargebee_base is None or not job.sink.merges:  # a link made before bases
+            unchanged = link.chargebee_hash == content_hash
+        else:
+            base = as_fields(held(link.chargebee_base, source))
+            unchanged = all(same(value, base[name]) for name, value in fields.items())
+        if unchanged and not self.dry_run:
+            self.links.save(job.resource, job.webshop_id, job.chargebee_id,
+                            webshop_version=job.webshop_version, deterministic_id=job.det_id,
+                            chargebee_base=to_remote(source),
+                            webshop_base=job.record.get(SOURCE_RECORD))  # fmt: skip
+        return unchanged
 
-    def _chargebee_edit_stands(self, job: Job, parts: dict[str, str], old: dict[str, str]) -> bool:
-        """Before overwriting a linked record: was it edited in Chargebee since the sync last
-        wrote or saw it (another `resource_version`, and a part this update writes that no
-        longer holds what the sync left there)? Then `conflict_policy` decides, and the
-        overruled edit is reported with both versions. True when Chargebee's edit stands."""
+    def merge_remote(self, job: Job, remote: dict) -> bool:
+        """Merge the webshop's record into Chargebee's (`remote`, read now) field by field
+        (sync_common.merge) and write what it decides; True when something was written.
+        Without a link's base (a record matched on first contact) every field that differs
+        is decided by `conflict_policy`; a record under the derived id is the sync's own, and
+        the webshop's values stand."""
+        sink = job.sink
+        source = sink.merged(job)
+        theirs = held(remote, source)
         link = job.link
-        if link is None or link.chargebee_version is None:
-            return False
-        remote = job.remote = self.retrieve(job.resource, job.chargebee_id)
-        if remote is None or remote.get("resource_version") == link.chargebee_version:
-            return False
-        held = {key: wire_value(remote_value(remote, key)) for key in job.params}
-        theirs = job.sink.hash_parts(replace(job, params=held))
-        written = [name for name in parts if parts[name] != old.get(name)]
-        if all(theirs.get(name) in (old.get(name), parts[name]) for name in written):
-            return False  # other attributes changed (a payment, an invoice): nothing overruled
-        keys = differences(job.params, remote)
+        base = None
+        if link is not None and link.chargebee_id == str(remote.get("id")):
+            accounted = link.chargebee_version is not None and (
+                remote.get("resource_version") == link.chargebee_version
+            )
+            if accounted:
+                base = as_fields(theirs)
+            elif link.chargebee_base is not None:
+                base = as_fields(held(link.chargebee_base, source))
+        elif str(remote.get("id")) == job.det_id:
+            # under the id the sync derives: its own record, whose answer or link was lost
+            base = as_fields(theirs)
         policy = self.settings.get("conflict_policy") or "newest_wins"
-        won = chargebee_wins(policy, remote.get("updated_at"), job.record.get("webshop_updated_at"))
-        self.report.conflicts.append({
-            "stream": job.stream, "webshop_id": job.webshop_id,
-            "chargebee_id": job.chargebee_id, "policy": policy,
-            "winner": "chargebee" if won else "webshop",
-            "webshop": {k: job.params[k] for k in keys}, "chargebee": {k: held[k] for k in keys},
-        })  # fmt: skip
-        if not won and not self.settings.get("empty_overwrites"):
-            job.params = keep_filled(job.params, held)
-        return won
+        merge = merge_fields(
+            base,
+            as_fields(source),
+            as_fields(theirs),
+            source_side="webshop",
+            policy=policy,
+            source_updated_at=job.record.get("webshop_updated_at"),
+            target_updated_at=remote.get("updated_at"),
+            empty_overwrites=bool(self.settings.get("empty_overwrites")),
+        )
+        if merge.conflicts:
+            self.report.conflicts.append(
+                conflict_entry(job.stream, job.webshop_id, job.chargebee_id, policy, merge)
+            )
+        job.remote, job.version = remote, remote.get("resource_version")
+        job.pending, job.base = bool(merge.pending), to_remote(source)
+        if not merge.to_target:
+            return False
+        before = sink.hash_parts(replace(job, params={**job.params, **theirs}))
+        job.params = {**job.params, **from_fields(merge.values)}
+        after = sink.hash_parts(job)
+        sink.update(job, {name for name, value in after.items() if before.get(name) != value})
+        return True
 
     def save_link(self, job: Job, content_hash: str) -> None:
+        # until a deferred archival is done, the link holds the active item: a run that
+        # stops in between finds it differs from the webshop's and archives it next time
+        provisional = job.provisional_hash is not None
+        basis = job
+        if provisional:
+            basis = replace(job, params={**job.params, "status": "active"}, deleted=False)
         self.links.save(
             job.resource,
             job.webshop_id,
             job.chargebee_id,
             chargebee_hash=content_hash,
-            chargebee_version=job.version,
-            webshop_version=job.webshop_version,
+            # Chargebee's own edits still go to the webshop: its version is not done yet
+            chargebee_version=None if job.pending else job.version,
+            chargebee_base=(job.base or to_remote(job.sink.merged(basis)))
+            if job.sink.merges
+            else None,
+            webshop_base=job.record.get(SOURCE_RECORD),
+            webshop_version=None if provisional else job.webshop_version,
             deterministic_id=job.det_id,
         )
 
@@ -531,6 +601,20 @@ class Engine:
             job.chargebee_id or job.det_id,
             reason,
             **{k: v for k, v in details.items() if v is not None},
+        )
+
+    def skip_ambiguous(
+        self, sink: ResourceSink, record: dict, entry: dict[str, Any], *, chargebee_id: str
+    ) -> None:
+        """A record matching is unsure about: not written, not dead-lettered; skipped with the
+        reason and listed in `ambiguous_matches`. Its children wait for it and are refused."""
+        self.rejected_refs[(sink.resource, chargebee_id)] = entry["reason"]
+        webshop_id = str(record.get("webshop_id") or record.get("id") or "")
+        self.logger.warning("Skipped %s %s: %s", sink.stream_name, webshop_id, entry["reason"])
+        self.report.ambiguous.append(entry)
+        self.report.count(sink.stream_name, "skipped")
+        self.report.change(
+            sink.stream_name, "skipped", webshop_id=webshop_id, chargebee_id=chargebee_id
         )
 
     def _dead_letter_raw(self, sink: ResourceSink, record: dict, reason: str, **details) -> None:
@@ -583,6 +667,36 @@ class Engine:
         answer = self._unlocked(self.api.get, f"/{resource}", {"limit": 100, **filters})
         name = OBJECT_NAMES[resource]
         return [entry[name] for entry in answer.get("list", []) if name in entry]
+
+    def list_all(self, resource: str, **filters: Any) -> Iterator[dict]:
+        """Every record of a list, page by page (100 each, `offset` = the last `next_offset`),
+        the lock let go during each call."""
+        from target_chargebee.sinks import OBJECT_NAMES
+
+        name, offset = OBJECT_NAMES[resource], None
+        while True:
+            params = {"limit": 100, **filters, **({"offset": offset} if offset else {})}
+            answer = self._unlocked(self.api.get, f"/{resource}", params)
+            yield from (entry[name] for entry in answer.get("list", []) if name in entry)
+            offset = answer.get("next_offset")
+            if not offset:
+                return
+
+    def index(self, name: str, load: Callable[[], CandidateIndex]) -> CandidateIndex:
+        """The first-contact index `name`, read once per run by the first record that needs
+        it (`load` pages through Chargebee with the lock let go); records that need it
+        meanwhile wait for that one."""
+        while name not in self.indexes and name in self.indexing:
+            self.changed.wait()
+        if name in self.indexes:
+            return self.indexes[name]
+        self.indexing.add(name)
+        try:
+            self.indexes[name] = index = load()
+        finally:
+            self.indexing.discard(name)
+            self.changed.notify_all()
+        return index
 
     def write(
         self,

@@ -17,8 +17,11 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-#: Fields a map adds to say which webshop record this is, and what to do; never sent.
-CONTROL_FIELDS = ("webshop_id", "webshop_version", "webshop_updated_at", "deleted")
+from sync_common.merge import SOURCE_RECORD
+
+#: Fields a map adds to say which webshop record this is, and what to do; never sent (and
+#: the webshop record itself, kept by the target beside it).
+CONTROL_FIELDS = ("webshop_id", "webshop_version", "webshop_updated_at", "deleted", SOURCE_RECORD)
 
 #: Parameters that are arrays of objects; a map may give them as a list or as a JSON string
 #: (a list built inside a stream map is typed as a string by the SDK).
@@ -99,6 +102,30 @@ def _base(key: str) -> str:
     return key.split("[", 1)[0]
 
 
+def as_fields(params: Params) -> dict[str, Any]:
+    """The params as the merge's fields: the bracket keys of one object or list
+    (`billing_address[city]`, `line_items[amount][0]`) form one field, a dict of those keys."""
+    fields: dict[str, Any] = {}
+    for key, value in params.items():
+        name = _base(key)
+        if name == key:
+            fields[key] = value
+        else:
+            fields.setdefault(name, {})[key] = value
+    return fields
+
+
+def from_fields(fields: Mapping[str, Any]) -> Params:
+    """`as_fields` undone."""
+    params: Params = {}
+    for name, value in fields.items():
+        if isinstance(value, Mapping):
+            params.update(value)
+        else:
+            params[name] = value
+    return params
+
+
 def select(params: Params, keys: Iterable[str]) -> Params:
     """The params whose key, or whose base name (before `[`), is one of `keys`."""
     wanted = set(keys)
@@ -165,6 +192,34 @@ def remote_value(obj: Mapping[str, Any], key: str) -> Any:
         else:
             return None
     return value
+
+
+def held(remote: Mapping[str, Any] | None, keys: Iterable[str]) -> Params:
+    """What a Chargebee object holds under each form key, as wire text."""
+    return {key: wire_value(remote_value(remote or {}, key)) for key in keys}
+
+
+def to_remote(params: Params) -> dict[str, Any]:
+    """A Chargebee-shaped object holding the params (`held` undone): `billing_address[city]`
+    -> {"billing_address": {"city": ...}}, `line_items[amount][0]` -> a list of objects."""
+    obj: dict[str, Any] = {}
+    for key, value in params.items():
+        match = _BRACKET.match(key)
+        if not match:
+            obj[key] = value
+            continue
+        name, parts = match.group(1), re.findall(r"\[([^\[\]]*)\]", match.group(2))
+        if len(parts) == 2 and parts[1].isdigit():
+            rows = obj.setdefault(name, [])
+            while len(rows) <= int(parts[1]):
+                rows.append({})
+            rows[int(parts[1])][parts[0]] = value
+            continue
+        node = obj.setdefault(name, {})
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return obj
 
 
 def differences(params: Params, remote: Mapping[str, Any]) -> list[str]:

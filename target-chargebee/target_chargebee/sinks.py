@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from singer_sdk.sinks import RecordSink
 
 from sync_common.http import ApiError
-from target_chargebee.engine import Engine, Job, Rejected
+from sync_common.matching import MAX_HELD, CandidateIndex, ambiguous_entry, email_key, name_key
+from sync_common.merge import SOURCE_RECORD
+from target_chargebee.engine import Ambiguous, Engine, Job, Rejected
 from target_chargebee.params import Params, differences, digest, drop, part_hash, select
 
 if TYPE_CHECKING:
@@ -39,6 +41,8 @@ class ResourceSink(RecordSink):
     references: ClassVar[dict[str, str]] = {}
     #: Params Chargebee takes at create only; an update leaves them out.
     create_only: ClassVar[frozenset[str]] = frozenset({"id"})
+    #: Create-only params that have a call of their own to change them (an address).
+    updated_apart: ClassVar[frozenset[str]] = frozenset()
     #: Params an update sends empty when the record has no value (Chargebee clears them).
     clearable: ClassVar[frozenset[str]] = frozenset()
     #: Look for an existing Chargebee record before creating (customers: by e-mail).
@@ -47,10 +51,17 @@ class ResourceSink(RecordSink):
     create_deleted: ClassVar[bool] = False
     #: A deleted record is gone from Chargebee (customers, orders), not archived (items).
     delete_removes: ClassVar[bool] = True
+    #: Changes are merged field by field with Chargebee's record (all but invoices, which
+    #: Chargebee cannot update).
+    merges: ClassVar[bool] = True
 
     def __init__(self, target: Target, *args: Any, **kwargs: Any) -> None:
         super().__init__(target, *args, **kwargs)
         self.engine: Engine = target.engine  # type: ignore[attr-defined]
+
+    def preprocess_record(self, record: dict, context: dict) -> dict:
+        """Keeps the webshop record beside its translation: the base for the way back."""
+        return {**record, SOURCE_RECORD: self.engine.source_record}
 
     def process_record(self, record: dict, context: dict) -> None:
         self.engine.submit(self, record)
@@ -78,6 +89,11 @@ class ResourceSink(RecordSink):
 
     def updatable(self, job: Job) -> Params:
         return drop(self.content(job), self.create_only)
+
+    def merged(self, job: Job) -> Params:
+        """The params the per-field merge decides: all an update can change."""
+        fixed = {"id", *self.fixed_params(job), *(self.create_only - self.updated_apart)}
+        return drop(self.content(job), fixed)
 
     def find_existing(self, job: Job) -> dict | None:
         """The Chargebee record this one is, when it has no link yet: by deterministic id."""
@@ -158,12 +174,78 @@ class ResourceSink(RecordSink):
                 f"{', '.join(sorted(fixed))}, which cannot be changed after creation",
                 fields=sorted(fixed),
             )
-        if differences(self.updatable(job), remote):
-            self.update(job, set(self.hash_parts(job)))
+        self.engine.merge_remote(job, remote)
         return MATCHED
 
     def fixed_params(self, job: Job) -> Params:
         return select(self.content(job), self.create_only)
+
+    # ------------------------------------------------------------ first contact
+
+    def load_index(self) -> CandidateIndex:
+        """Chargebee's live records of this resource by matching key (sync_common.matching)."""
+        raise NotImplementedError
+
+    def match_by_key(self, job: Job, key: str | None, by: str) -> dict | None:
+        """The Chargebee record this one is, with no link yet: the one under its derived id,
+        else the one with its key (e-mail, name), from an index of all of them read once per
+        run (Chargebee's list filters are exact, keys are not; and no GET per new record)."""
+        index = self.engine.index(self.resource, self.load_index)
+        if index.has(job.det_id):
+            remote = self.engine.retrieve(self.resource, job.det_id)
+            if remote is not None:
+                return remote
+        ids = [i for i in index.get(key) if i != job.det_id]
+        remote = self.choose(job, ids, by)
+        if remote is None and ids:  # gone since the index was read
+            index.discard(key, ids[0])
+        return remote
+
+    def choose(
+        self, job: Job, ids: list[str], by: str, rows: list[dict] | None = None
+    ) -> dict | None:
+        """The one candidate, if no other webshop record has it; several, or one another
+        webshop record has (linked, or matched or created in this run): Ambiguous."""
+        if not ids:
+            return None
+        if len(ids) > 1:
+            raise Ambiguous(self.ambiguous(job, by, "chargebee", ids, (
+                f"{len(ids)} Chargebee {self.object_name}s have this {by} ({', '.join(ids)}); "
+                "none is linked or created until they differ, or one is linked by hand"
+            )))  # fmt: skip
+        owner = self.owner(ids[0])
+        if owner is not None and owner != job.webshop_id:
+            raise Ambiguous(self.ambiguous(job, by, "webshop", [owner, job.webshop_id], (
+                f"it matches Chargebee {self.object_name} {ids[0]} by {by}, which webshop record "
+                f"{owner} has; two webshop records cannot share one Chargebee record: make "
+                "them differ, or merge them"
+            )))  # fmt: skip
+        remote = rows[0] if rows else self.engine.retrieve(self.resource, ids[0])
+        if remote is not None:
+            self.engine.claimed[(self.resource, ids[0])] = job.webshop_id
+        return remote
+
+    def owner(self, chargebee_id: str) -> str | None:
+        """The webshop record that has this Chargebee record, if any (this run's first)."""
+        claimed = self.engine.claimed.get((self.resource, chargebee_id))
+        if claimed is not None:
+            return claimed
+        link = self.engine.links.get_by_chargebee(self.resource, chargebee_id)
+        return link.webshop_id if link is not None else None
+
+    def ambiguous(
+        self, job: Job, by: str, side: str, candidates: list[str], reason: str
+    ) -> dict[str, Any]:
+        return ambiguous_entry(
+            self.stream_name, webshop_id=job.webshop_id, chargebee_id=job.det_id, by=by,
+            candidates_in=side, candidates=candidates, reason=reason,  # type: ignore[arg-type]
+        )  # fmt: skip
+
+    def claim_new(self, job: Job, key: str | None) -> None:
+        """Before a create: the new record is this one's, and a candidate for later ones."""
+        self.engine.claimed[(self.resource, job.det_id)] = job.webshop_id
+        if key is not None and self.resource in self.engine.indexes:
+            self.engine.indexes[self.resource].add(key, job.det_id)
 
 
 # ---------------------------------------------------------------------------- customers
@@ -177,6 +259,7 @@ class CustomersSink(ResourceSink):
     object_name = "customer"
     create_path = "/customers"
     create_only = frozenset({"id", "business_entity_id", "billing_address"})
+    updated_apart = frozenset({"business_entity_id", "billing_address"})
     clearable = frozenset({"first_name", "last_name", "email", "company", "phone"})
     match_before_create = True
 
@@ -201,29 +284,68 @@ class CustomersSink(ResourceSink):
             parts["deleted"] = "1"
         return parts
 
-    def find_existing(self, job: Job) -> dict | None:
-        """By deterministic id, else by e-mail: one customer with that e-mail is this one;
-        several are ambiguous (reported with their ids, not guessed)."""
-        email = job.params.get("email")
-        if not email:
-            return self.engine.retrieve(self.resource, job.det_id)
-        candidates = self.engine.list(self.resource, **{"email[is]": email})
-        ours = [c for c in candidates if c.get("id") == job.det_id]
-        if ours:
-            return ours[0]
-        if not candidates:
-            return None  # a create answering duplicate_entry finds the id later
-        by_id = self.engine.retrieve(self.resource, job.det_id)
-        if by_id is not None:
-            return by_id
-        if len(candidates) == 1:
-            return candidates[0]
-        ids = sorted(str(c.get("id")) for c in candidates)
-        raise Rejected(
-            f"ambiguous: {len(ids)} Chargebee customers have this e-mail ({', '.join(ids)}); "
-            "link one by hand or merge them",
-            candidates=ids,
+    def __init__(self, target: Target, *args: Any, **kwargs: Any) -> None:
+        super().__init__(target, *args, **kwargs)
+        #: Unlinked customers held until the tap's next state message, by e-mail key:
+        #: several webshop customers with one e-mail are ambiguous, whichever comes first.
+        self.held: dict[str, dict[str, dict]] = {}
+        self.held_keys: dict[str, str] = {}  # webshop id -> its key in `held`
+
+    def process_record(self, record: dict, context: dict) -> None:
+        key = email_key(record.get("email"))
+        webshop_id = str(record.get("webshop_id") or record.get("id") or "")
+        if (
+            key is None
+            or record.get("deleted")
+            or not webshop_id
+            or self.engine.links.get(self.resource, webshop_id) is not None
+        ):
+            super().process_record(record, context)
+            return
+        previous = self.held_keys.get(webshop_id)
+        if previous is not None and previous != key:  # its e-mail changed within the run
+            self.held[previous].pop(webshop_id, None)
+            if not self.held[previous]:
+                del self.held[previous]
+        self.held.setdefault(key, {})[webshop_id] = record
+        self.held_keys[webshop_id] = key
+        if len(self.held_keys) >= MAX_HELD:
+            self.release_held()
+
+    def release_held(self) -> None:
+        """Decide the held customers (the target calls this at each state message and at
+        the end): one per e-mail goes on to be matched or created; several with one e-mail
+        are neither (skipped, in `ambiguous_matches`)."""
+        held, self.held, self.held_keys = self.held, {}, {}
+        for records in held.values():
+            if len(records) == 1:
+                self.engine.submit(self, next(iter(records.values())))
+                continue
+            ids = sorted(records)
+            for webshop_id, record in records.items():
+                entry = ambiguous_entry(
+                    self.stream_name, webshop_id=webshop_id, chargebee_id=record.get("id"),
+                    by="e-mail", candidates_in="webshop", candidates=ids,
+                    reason=f"webshop customers {', '.join(ids)} have this e-mail; none is "
+                    "linked or created until they differ, or one is linked by hand",
+                )  # fmt: skip
+                self.engine.skip_unsubmitted(self, record, entry)
+
+    def load_index(self) -> CandidateIndex:
+        return CandidateIndex(
+            (email_key(c.get("email")), c.get("id"))
+            for c in self.engine.list_all(self.resource)
+            if c.get("active_id") in (None, c.get("id"))  # not a transfer's deprecated copy
         )
+
+    def find_existing(self, job: Job) -> dict | None:
+        """By deterministic id, else by e-mail (sync_common.matching): the one customer with
+        that e-mail is this one; several, or one another webshop customer has, are ambiguous
+        (reported with their ids, not guessed)."""
+        return self.match_by_key(job, email_key(job.params.get("email")), "e-mail")
+
+    def before_create(self, job: Job) -> None:
+        self.claim_new(job, email_key(job.params.get("email")))
 
     def update(self, job: Job, changed: set[str]) -> str:
         customer = f"/customers/{job.chargebee_id}"
@@ -254,19 +376,8 @@ class CustomersSink(ResourceSink):
             object_name="business_entity_transfer",
         )
 
-    def adopt(self, job: Job, remote: dict) -> str:
-        self.link_to(job, remote)
-        changed = set()
-        if differences(self.updatable(job), remote):
-            changed.add("main")
-        if differences(self.address(job), remote):
-            changed.add("address")
-        wanted = self.entity(job)
-        if wanted and remote.get("business_entity_id") and remote["business_entity_id"] != wanted:
-            changed.add("entity")
-        if changed:
-            self.update(job, changed)
-        return MATCHED
+    def fixed_params(self, job: Job) -> Params:
+        return select(self.content(job), ["id"])  # the address and entity have their calls
 
     def remove(self, job: Job) -> str:
         """Chargebee's delete cascades to the customer's invoices: delete only a customer
@@ -297,6 +408,10 @@ class ItemsSink(ResourceSink):
     create_only = frozenset({"id", "type", "item_family_id"})
     clearable = frozenset({"description", "external_name"})
     delete_removes = False
+    #: A product deleted before it reached Chargebee is made archived: its paid orders,
+    #: whose invoice lines name its price, still arrive.
+    create_deleted = True
+    match_before_create = True  # by name, case-insensitively: a create would not notice
 
     def content(self, job: Job) -> Params:
         params = dict(job.params)
@@ -308,16 +423,20 @@ class ItemsSink(ResourceSink):
     def fixed_params(self, job: Job) -> Params:
         return select(self.content(job), ["type"])
 
+    def load_index(self) -> CandidateIndex:
+        return CandidateIndex(
+            (name_key(r.get("name")), r.get("id"))
+            for r in self.engine.list_all(self.resource)
+            if r.get("status") != "deleted"
+        )
+
     def find_existing(self, job: Job) -> dict | None:
-        """By id, then by name (item names are unique in Chargebee)."""
-        remote = self.engine.retrieve(self.resource, job.det_id)
-        if remote is None and job.params.get("name"):
-            found = self.engine.list(self.resource, **{"name[is]": job.params["name"]})
-            found = [r for r in found if r.get("status") != "deleted"]
-            remote = found[0] if found else None
-        return remote
+        """By id, then by name, compared without case and surrounding spaces (exact item
+        names are unique in Chargebee; two differing only so are ambiguous)."""
+        return self.match_by_key(job, name_key(job.params.get("name")), "name")
 
     def before_create(self, job: Job) -> None:
+        self.claim_new(job, name_key(job.params.get("name")))
         family = self.config.get("item_family_id")
         if family and self.engine.once_per_run("item_family"):
             self.engine.ensure_item_family(family)
@@ -349,6 +468,7 @@ class ItemPricesSink(ItemsSink):
     references = {"item_id": "items"}
     create_only = frozenset({"id", "item_id", "currency_code", "item_family_id"})
     clearable = frozenset({"description", "external_name", "invoice_notes"})
+    match_before_create = False  # but see create: the price of an item matched by name
 
     def content(self, job: Job) -> Params:
         params = dict(job.params)
@@ -359,8 +479,32 @@ class ItemPricesSink(ItemsSink):
     def fixed_params(self, job: Job) -> Params:
         return select(self.content(job), ["item_id", "currency_code"])
 
+    def find_existing(self, job: Job) -> dict | None:
+        """By id, then the item's price in this currency: an item matched by name has its
+        prices under ids of its own, not `cws_<id>-<currency>`; several are ambiguous."""
+        remote = self.engine.retrieve(self.resource, job.det_id)
+        item_id, currency = job.params.get("item_id"), job.params.get("currency_code")
+        if remote is not None or not item_id or not currency:
+            return remote
+        filters = {"item_id[is]": item_id, "currency_code[is]": currency}
+        rows = [
+            row
+            for row in self.engine.list(self.resource, **filters)
+            if row.get("status") != "deleted" and row.get("id") != job.det_id
+        ]
+        ids = [str(row["id"]) for row in rows]
+        return self.choose(job, ids, f"item {item_id} and currency {currency}", rows)
+
+    def create(self, job: Job) -> str:
+        if job.params.get("item_id") != job.record.get("item_id") and not self.engine.dry_run:
+            # its item was matched (by name) under an id of its own: so may its price be
+            remote = self.find_existing(job)
+            if remote is not None:
+                return self.adopt(job, remote)
+        return super().create(job)
+
     def before_create(self, job: Job) -> None:
-        pass
+        self.engine.claimed[(self.resource, job.det_id)] = job.webshop_id
 
     def do_create(self, job: Job) -> dict:
         try:
@@ -399,6 +543,7 @@ class InvoicesSink(ResourceSink):
     references = {"customer_id": "customers"}
     #: What a retrieved invoice is compared on (its payments come back as linked_payments).
     compared = ("customer_id", "currency_code", "date", "total", "line_items")
+    merges = False
 
     def reference_keys(self, params: Params) -> list[tuple[str, str]]:
         keys = super().reference_keys(params)

@@ -184,7 +184,9 @@ class TargetChargebee(Target):
 
     def _process_record_message(self, message_dict: dict) -> None:
         """A record a map expression fails on (a wrong type: `int('12.50')`) is dead-lettered
-        with the error, so it does not stop every record after it, run after run."""
+        with the error, so it does not stop every record after it, run after run. The record
+        before the maps is kept for the sinks (no public hook shows it; tests pin it)."""
+        self.engine.source_record = message_dict.get("record")
         try:
             super()._process_record_message(message_dict)
         except UnmappableRecord as error:
@@ -196,6 +198,7 @@ class TargetChargebee(Target):
     # ------------------------------------------------------------------ state
 
     def _process_state_message(self, message_dict: dict) -> None:
+        self._release_held()
         self.engine.settle()  # the records before this state are written (or refused)
         super()._process_state_message(message_dict)
         if not self.engine.pending:
@@ -217,7 +220,16 @@ class TargetChargebee(Target):
 
     # ------------------------------------------------------------------ end of run
 
+    def _release_held(self) -> None:
+        """Records held back for first-contact matching (CustomersSink) are decided before a
+        state message may cover them, and at the end."""
+        for sink in list(self._sinks_active.values()):
+            release = getattr(sink, "release_held", None)
+            if release is not None:
+                release()
+
     def process_endofpipe(self) -> None:
+        self._release_held()
         self.engine.finish()
         data = self.engine.report.as_dict(self.engine.api_calls())
         for line in self.engine.report.summary_lines(data):

@@ -6,11 +6,11 @@ write would change is kept as {field: [old, new]} for the plan."""
 from __future__ import annotations
 
 import dataclasses
-import datetime
 from typing import Any
 
 from sync_common.http import ApiClient, ApiError
 from sync_common.links import Link, LinkStore
+from sync_common.merge import same
 
 
 class PlanningClient:
@@ -105,15 +105,3 @@ def field_changes(current: dict, fields: dict) -> dict[str, list[Any]]:
         elif not same(old, new):
             changes[name] = [old, new]
     return changes
-
-
-def same(a: Any, b: Any) -> bool:
-    """Equal as the webshop stores them: "" is no value, and timestamps compare as instants."""
-    if a in (None, "") and b in (None, ""):
-        return True
-    if isinstance(a, str) and isinstance(b, str) and a != b:
-        try:
-            return datetime.datetime.fromisoformat(a) == datetime.datetime.fromisoformat(b)
-        except ValueError:
-            return False
-    return a == b

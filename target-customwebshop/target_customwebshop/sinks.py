@@ -3,12 +3,13 @@
 A record carries webshop fields (flat `billing_address[city]` keys are nested here) plus
 control fields from the stream maps: `chargebee_id`, `chargebee_version`
 (`resource_version`), `chargebee_updated_at` and `deleted`. Its journey:
-1. Linked and `chargebee_version` is what the link store already holds: nothing changed in
-   Chargebee since the sync wrote or saw it (this is how the sync's own writes are not read
-   back as edits). Same for content equal to what this target last wrote.
-2. Linked: PATCH with `If-Match` = the webshop version the sync last saw. A 412 means the
-   webshop changed too: `conflict_policy` picks the winner and the overruled edit goes to the
-   report with both versions.
+1. Linked and `chargebee_version` is one the link store accounts for (the sync wrote or saw
+   it), or no mapped field differs from the base: nothing to do, no call (this is how the
+   sync's own writes are not read back as edits).
+2. Linked: the webshop record is read and merged field by field (sync_common.merge): a field
+   edited only in Chargebee is written, one edited only in the webshop stays (the forward
+   sync carries it), one edited on both is decided by `conflict_policy` and reported. The
+   PATCH carries `If-Match`; a 412 (edited meanwhile) reads and merges again.
 3. Not linked: customers are matched by e-mail or created; an item price creates its product
    (the item's own record only updates it later); orders born in Chargebee are reported.
 """
@@ -18,16 +19,28 @@ from __future__ import annotations
 import datetime
 import hashlib
 import re
+from collections.abc import Iterator
+from functools import cached_property
 from typing import Any, ClassVar
 
 from singer_sdk.sinks import RecordSink
 
-from sync_common.conflicts import chargebee_wins, keep_filled
 from sync_common.http import ApiClient, ApiError
 from sync_common.links import Link, content_hash
+from sync_common.matching import (
+    MAX_HELD,
+    CandidateIndex,
+    ambiguous_entry,
+    email_key,
+    name_key,
+    sku_key,
+)
+from sync_common.merge import SOURCE_RECORD, conflict_entry, merge_fields, same
 from target_customwebshop.plan import PlanningClient
 
-CONTROL_FIELDS = ("chargebee_id", "chargebee_version", "chargebee_updated_at", "deleted")
+CONTROL_FIELDS = (
+    "chargebee_id", "chargebee_version", "chargebee_updated_at", "deleted", SOURCE_RECORD,
+)  # fmt: skip
 _BRACKET = re.compile(r"^([^\[\]]+)\[([^\[\]]+)\]$")
 
 
@@ -67,6 +80,7 @@ class WebshopSink(RecordSink):
         self.links = target.links
         self.report = target.report
         self.delete_guard = target.delete_guard
+        self.source = target  # its `source_record`: the record the maps translate now
 
     @property
     def validate_schema(self) -> bool:
@@ -74,18 +88,20 @@ class WebshopSink(RecordSink):
         every body against its contract anyway, and the check costs more CPU than the sink."""
         return bool(self.config.get("validate_records", False))
 
+    def preprocess_record(self, record: dict, context: dict) -> dict:
+        """Keeps the Chargebee record beside its translation: the base for the forward sync."""
+        return {**record, SOURCE_RECORD: self.source.source_record}
+
     def process_record(self, record: dict, context: dict) -> None:
         self.report.received(self.stream_name)
         chargebee_id = str(record["chargebee_id"])
         fields = webshop_fields(record)
+        link = None
         try:
             link = self.links.get_by_chargebee(self.link_resource, chargebee_id)
             if link is None:
                 outcome = self.without_link(record, fields)
-            elif record.get("chargebee_version") == link.chargebee_version:
-                outcome = "unchanged"
-            elif content_hash(fields) == link.webshop_hash and not record.get("deleted"):
-                self.remember(link.webshop_id, record, fields, None)
+            elif self.accounted_for(link, record, fields):
                 outcome = "unchanged"
             else:
                 outcome = self.update(link, record, fields)
@@ -97,7 +113,7 @@ class WebshopSink(RecordSink):
         except ApiError as error:
             if not error.is_refusal:
                 raise
-            self.reject(record, error.reason)
+            self.reject(record, error.reason, link)
             self.planned_fields()
             return
         self.report.count(self.stream_name, outcome)
@@ -109,6 +125,28 @@ class WebshopSink(RecordSink):
             fields=self.planned_fields(),
         )
 
+    def accounted_for(self, link: Link, record: dict, fields: dict) -> bool:
+        """Nothing of this Chargebee version is missing in the webshop, known without a call:
+        the sync wrote or saw this very version, or no mapped field differs from the base."""
+        version = record.get("chargebee_version")
+        if link.chargebee_version is not None and version == link.chargebee_version:
+            if not same_fields(fields, link.webshop_base):  # what both held: the next base
+                self.links.save(self.link_resource, link.webshop_id, link.chargebee_id,
+                                webshop_base=fields,
+                                chargebee_base=record.get(SOURCE_RECORD))  # fmt: skip
+            return True
+        if record.get("deleted"):
+            return False
+        if link.webshop_base is None:  # a link made before bases were kept: its hash says
+            unchanged = content_hash(fields) == link.webshop_hash
+        else:
+            unchanged = same_fields(fields, link.webshop_base)
+        if unchanged:
+            self.links.save(self.link_resource, link.webshop_id, link.chargebee_id,
+                            chargebee_version=version, webshop_base=fields,
+                            chargebee_base=record.get(SOURCE_RECORD))  # fmt: skip
+        return unchanged
+
     def planned_fields(self) -> dict | None:
         """Dry run: the fields this record's writes would change, {field: [old, new]}."""
         return self.api.take_changes() if isinstance(self.api, PlanningClient) else None
@@ -116,23 +154,10 @@ class WebshopSink(RecordSink):
     # ---------------------------------------------------------------- writes
 
     def update(self, link: Link, record: dict, fields: dict) -> str:
-        path = f"/{self.webshop_resource}/{link.webshop_id}"
-        if record.get("deleted") or fields.get("active") is False:
-            self.delete_guard.allow(self.link_resource)
         if record.get("deleted"):
+            self.delete_guard.allow(self.link_resource)
             return self.delete(link, record, fields)
-        headers = {"If-Match": f'"{link.webshop_version}"'} if link.webshop_version else {}
-        try:
-            # If-Match makes a repeat harmless (412), so a 5xx or lost answer is retried
-            written = self.api.patch(path, json=fields, headers=headers, idempotent=bool(headers))
-        except ApiError as error:
-            if error.status != 412:
-                raise
-            written = self.resolve_conflict(link, record, fields, path)
-            if written is None:
-                return "skipped"
-        self.remember(link.webshop_id, record, fields, written["version"])
-        return "updated"
+        return self.merge_into(link, record, fields, None)
 
     def delete(self, link: Link, record: dict, fields: dict) -> str:
         raise Skip(f"deleted in Chargebee; a webshop {self.webshop_resource[:-1]} is not deleted")
@@ -152,79 +177,116 @@ class WebshopSink(RecordSink):
         raise Skip(f"born in Chargebee; {self.webshop_resource} are not created from there")
 
     def adopt(self, match: dict, record: dict, fields: dict) -> str:
-        """Link the webshop record found by e-mail or SKU. No link says which side changed
-        since they were last alike (a lost link store): equal content is only linked, else
-        the conflict policy decides, rather than Chargebee overwriting the webshop."""
-        link = self.links.save(self.link_resource, str(match["id"]), str(record["chargebee_id"]),
-                               webshop_version=match["version"])  # fmt: skip
-        if all(match.get(name) == value for name, value in fields.items()):
-            self.remember(link.webshop_id, record, fields, match["version"])
-            return "unchanged"
+        """Link the webshop record found by e-mail or SKU. No base is known for a pair that
+        was never synced: fields that differ are decided by the conflict policy."""
+        link = self.links.save(self.link_resource, str(match["id"]), str(record["chargebee_id"]))
+        self.merge_into(link, record, fields, match)
+        return "matched"
+
+    def merge_into(self, link: Link, record: dict, fields: dict, current: dict | None) -> str:
+        """The per-field merge of Chargebee's record into the webshop's (read now, or
+        `current`), written with `If-Match`; a 412 (edited meanwhile) reads and merges again."""
         path = f"/{self.webshop_resource}/{link.webshop_id}"
-        written = self.resolve_conflict(link, record, fields, path)
-        if written is None:
-            return "skipped"
-        self.remember(link.webshop_id, record, fields, written["version"])
-        return "updated"
+        for _attempt in range(3):
+            current = current or self.api.get(path)
+            if current.get("deleted_at"):
+                return self.deleted_in_webshop(link, record, fields)
+            held = {name: held_value(current.get(name), new) for name, new in fields.items()}
+            # the webshop version the sync accounted for: what it holds now is the base
+            accounted = link.webshop_version is not None and (
+                current["version"] == link.webshop_version
+            )
+            policy = self.config.get("conflict_policy") or "newest_wins"
+            base = held if accounted else base_fields(link.webshop_base, fields)
+            merge = merge_fields(
+                base, fields, held,
+                source_side="chargebee", policy=policy,
+                source_updated_at=record.get("chargebee_updated_at"),
+                target_updated_at=current.get("updated_at"),
+                empty_overwrites=bool(self.config.get("empty_overwrites")),
+            )  # fmt: skip
+            version = current["version"]
+            if merge.to_target:
+                if merge.to_target.get("active") is False:
+                    self.delete_guard.allow(self.link_resource)
+                headers = {"If-Match": f'"{version}"'}  # a repeat is harmless: 412
+                try:
+                    version = self.api.patch(
+                        path, json=merge.to_target, headers=headers, idempotent=True
+                    )["version"]
+                except ApiError as error:
+                    if error.status != 412:
+                        raise
+                    current = None
+                    continue
+            if merge.conflicts:
+                chargebee_id = str(record["chargebee_id"])
+                self.report.conflicts.append(
+                    conflict_entry(self.stream_name, link.webshop_id, chargebee_id, policy, merge)
+                )
+            self.links.save(
+                self.link_resource, link.webshop_id, str(record["chargebee_id"]),
+                webshop_base=fields, chargebee_base=record.get(SOURCE_RECORD),
+                chargebee_version=record.get("chargebee_version"),
+                # the webshop's own edits still go to Chargebee: its version is not done yet
+                webshop_version=None if merge.pending else version,
+            )  # fmt: skip
+            return "updated" if merge.to_target else "unchanged"
+        raise ApiError(412, "version_mismatch", "the webshop record kept changing during the sync")
+
+    def deleted_in_webshop(self, link: Link, record: dict, fields: dict) -> str:
+        """Chargebee edited a record the webshop has deleted: the delete wins (the forward
+        sync carries it to Chargebee), and the overruled edit is reported."""
+        self.report.conflicts.append({
+            "stream": self.stream_name, "webshop_id": link.webshop_id,
+            "chargebee_id": str(record["chargebee_id"]),
+            "policy": self.config.get("conflict_policy") or "newest_wins", "winner": "webshop",
+            "fields": [{"field": "deleted", "base": False, "webshop": True, "chargebee": False,
+                        "winner": "webshop"}],
+            "webshop": {"deleted": True}, "chargebee": fields,
+        })  # fmt: skip
+        raise Skip("deleted in the webshop; the delete wins over the edit made in Chargebee")
 
     def remember(self, webshop_id: str, record: dict, fields: dict, version: int | None) -> None:
-        """Both sides as they now are; siblings learn the new webshop version too, so the
-        forward sync recognises its own echo whichever Chargebee stream it arrives as."""
+        """The webshop record now holds Chargebee's version of this record, entirely."""
         self.links.save(
             self.link_resource,
             webshop_id,
             str(record["chargebee_id"]),
             webshop_version=version,
             webshop_hash=content_hash(fields),
+            webshop_base=fields,
+            chargebee_base=record.get(SOURCE_RECORD),
             chargebee_version=record.get("chargebee_version"),
         )
-        if version is None:
-            return
-        for resource in self.sibling_links:
-            sibling = self.links.get_by_webshop(resource, webshop_id)
-            if sibling is not None:  # the hash marks "this version was written from Chargebee"
-                self.links.save(
-                    resource, webshop_id, sibling.chargebee_id,
-                    webshop_version=version, webshop_hash=content_hash(fields),
-                )  # fmt: skip
 
-    def reject(self, record: dict, reason: str) -> None:
+    def reject(self, record: dict, reason: str, link: Link | None = None) -> None:
         chargebee_id = str(record["chargebee_id"])
+        webshop_id = link.webshop_id if link else ""
         self.links.add_dead_letter(self.stream_name, chargebee_id, reason, record)
-        self.report.rejected(self.stream_name, "", chargebee_id, reason)
+        self.report.rejected(self.stream_name, webshop_id, chargebee_id, reason)
         self.logger.warning("Rejected %s %s: %s", self.stream_name, chargebee_id, reason)
 
-    # ---------------------------------------------------------------- conflicts
 
-    def resolve_conflict(self, link: Link, record: dict, fields: dict, path: str) -> dict | None:
-        """Both sides changed since the last sync. Returns the webshop record written, or
-        None when the webshop's edit wins (the forward sync then carries it to Chargebee)."""
-        current = self.api.get(path)
-        if all(current.get(name) == value for name, value in fields.items()):
-            return current  # both hold the same (e.g. our retried write had landed): no conflict
-        policy = self.config.get("conflict_policy") or "newest_wins"
-        chargebee_won = chargebee_wins(
-            policy, record.get("chargebee_updated_at"), current["updated_at"]
-        )
-        theirs = {name: current.get(name) for name in fields}
-        self.report.conflicts.append({
-            "stream": self.stream_name, "webshop_id": link.webshop_id,
-            "chargebee_id": str(record["chargebee_id"]), "policy": policy,
-            "winner": "chargebee" if chargebee_won else "webshop",
-            "chargebee": fields, "webshop": theirs,
-        })  # fmt: skip
-        if not chargebee_won:
-            # Decided: Chargebee's version counts as seen, so the forward run writes the
-            # webshop's edit over it rather than meeting the same conflict again.
-            self.links.save(
-                self.link_resource, link.webshop_id, str(record["chargebee_id"]),
-                chargebee_version=record.get("chargebee_version"),
-            )  # fmt: skip
-            return None
-        if not self.config.get("empty_overwrites"):
-            fields = keep_filled(fields, theirs)
-        headers = {"If-Match": f'"{current["version"]}"'}
-        return self.api.patch(path, json=fields, headers=headers, idempotent=True)
+def held_value(value: Any, like: Any) -> Any:
+    """The webshop's value in the shape of the mapped field: an object only with the members
+    the map gives (the webshop may hold more)."""
+    if isinstance(like, dict) and isinstance(value, dict):
+        return {member: value.get(member) for member in like}
+    return value
+
+
+def base_fields(base: dict | None, fields: dict) -> dict | None:
+    """The base of each mapped field, from a webshop-shaped record (the one the forward sync
+    read, or what this target last merged)."""
+    if base is None:
+        return None
+    return {name: held_value(base.get(name), value) for name, value in fields.items()}
+
+
+def same_fields(fields: dict, base: dict | None) -> bool:
+    values = base_fields(base, fields)
+    return values is not None and all(same(v, values[k]) for k, v in fields.items())
 
 
 class CustomersSink(WebshopSink):
@@ -233,22 +295,125 @@ class CustomersSink(WebshopSink):
 
     webshop_resource = link_resource = "customers"
 
+    def __init__(self, target: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(target, *args, **kwargs)
+        #: Unlinked Chargebee customers held until the tap's next state message, by e-mail
+        #: key: several with one e-mail are ambiguous, whichever comes first.
+        self.held: dict[str, dict[str, dict]] = {}
+        self.held_keys: dict[str, str] = {}  # Chargebee id -> its key in `held`
+
+    def process_record(self, record: dict, context: dict) -> None:
+        key = email_key(record.get("email"))
+        chargebee_id = str(record["chargebee_id"])
+        if (
+            key is None
+            or record.get("deleted")
+            or self.links.get_by_chargebee(self.link_resource, chargebee_id) is not None
+        ):
+            super().process_record(record, context)
+            return
+        previous = self.held_keys.get(chargebee_id)
+        if previous is not None and previous != key:  # its e-mail changed within the run
+            self.held[previous].pop(chargebee_id, None)
+            if not self.held[previous]:
+                del self.held[previous]
+        self.held.setdefault(key, {})[chargebee_id] = record
+        self.held_keys[chargebee_id] = key
+        if len(self.held_keys) >= MAX_HELD:
+            self.release_held()
+
+    def release_held(self) -> None:
+        """Decide the held customers (the target calls this at each state message and at
+        the end): one per e-mail goes on to be matched or created; several Chargebee
+        customers with one e-mail are neither (skipped, in `ambiguous_matches`)."""
+        held, self.held, self.held_keys = self.held, {}, {}
+        for records in held.values():
+            if len(records) == 1:
+                super().process_record(next(iter(records.values())), {})
+                continue
+            ids = sorted(records)
+            reason = (
+                f"Chargebee customers {', '.join(ids)} have this e-mail; none is linked or "
+                "created until they differ, or one is linked by hand"
+            )
+            for chargebee_id in records:
+                self.report.received(self.stream_name)
+                self.report.count(self.stream_name, "skipped")
+                self.report.ambiguous.append(ambiguous_entry(
+                    self.stream_name, chargebee_id=chargebee_id, by="e-mail",
+                    candidates_in="chargebee", candidates=ids, reason=reason,
+                ))  # fmt: skip
+
+    @cached_property
+    def email_index(self) -> CandidateIndex:
+        """The webshop's live customers by e-mail key, read once per run when needed."""
+        return CandidateIndex(
+            (email_key(row.get("email")), row["id"])
+            for row in every(self.api, "/customers")
+            if not row.get("deleted_at")
+        )
+
     def without_link(self, record: dict, fields: dict) -> str:
+        """Matched by e-mail, compared without case and surrounding spaces (the webshop's
+        `?email=` is exact, so against an index of all customers); else created."""
         if record.get("deleted"):
             raise Skip("deleted in Chargebee before it was ever synced")
-        email = fields.get("email")
-        if email:
-            found = self.api.get("/customers", params={"email": email, "limit": 10})["data"]
-            live = [row for row in found if not row["deleted_at"]]
-            if len(live) > 1:
-                ids = ", ".join(str(row["id"]) for row in live)
-                raise Skip(f"ambiguous: webshop customers {ids} have this e-mail")
-            if live:
-                return self.adopt(live[0], record, fields)
-        return self.create(record, fields)
+        key = email_key(fields.get("email"))
+        match = self.match(record, key) if key else None
+        if match is not None:
+            return self.adopt(match, record, fields)
+        outcome = self.create(record, fields)
+        link = self.links.get_by_chargebee(self.link_resource, str(record["chargebee_id"]))
+        if link is not None and "email_index" in self.__dict__:
+            self.email_index.add(key, link.webshop_id)  # a later one with this e-mail sees it
+        return outcome
+
+    def match(self, record: dict, key: str) -> dict | None:
+        """The one live webshop customer with this e-mail key that no other Chargebee
+        customer has; several, or one another has: ambiguous (Skip, reported)."""
+        index = self.email_index
+        ids = index.get(key)
+        chargebee_id = str(record["chargebee_id"])
+        if len(ids) > 1:
+            raise ambiguous(self, record, "e-mail", "webshop", ids, (
+                f"webshop customers {', '.join(ids)} have this e-mail; none is linked or "
+                "created until they differ, or one is linked by hand"
+            ))  # fmt: skip
+        if not ids:
+            return None
+        link = self.links.get_by_webshop(self.link_resource, ids[0])
+        if link is not None and link.chargebee_id != chargebee_id:
+            others = [link.chargebee_id, chargebee_id]
+            raise ambiguous(self, record, "e-mail", "chargebee", others, (
+                f"it matches webshop customer {ids[0]} by e-mail, which Chargebee customer "
+                f"{link.chargebee_id} has; two Chargebee customers cannot share one webshop "
+                "customer: make them differ, or merge them"
+            ))  # fmt: skip
+        current = self.api.get(f"/customers/{ids[0]}")
+        if current.get("deleted_at") or email_key(current.get("email")) != key:
+            index.discard(key, ids[0])  # changed since the index was read
+            return None
+        return current
 
     def delete(self, link: Link, record: dict, fields: dict) -> str:
-        written = self.api.delete(f"/customers/{link.webshop_id}", idempotent=True)  # soft, once
+        """Deleted in Chargebee: deleted (softly) in the webshop; a webshop edit made since the
+        last sync is overruled by the delete, and reported."""
+        path = f"/customers/{link.webshop_id}"
+        current = self.api.get(path)
+        if current.get("deleted_at"):
+            self.remember(link.webshop_id, record, fields, current["version"])
+            return "unchanged"
+        if link.webshop_version is not None and current["version"] != link.webshop_version:
+            self.report.conflicts.append({
+                "stream": self.stream_name, "webshop_id": link.webshop_id,
+                "chargebee_id": str(record["chargebee_id"]),
+                "policy": self.config.get("conflict_policy") or "newest_wins",
+                "winner": "chargebee",
+                "fields": [{"field": "deleted", "base": False, "webshop": False,
+                            "chargebee": True, "winner": "chargebee"}],
+                "webshop": {"deleted": False}, "chargebee": {"deleted": True},
+            })  # fmt: skip
+        written = self.api.delete(path, idempotent=True)  # soft, once
         self.remember(link.webshop_id, record, fields, written["version"])
         return "deleted"
 
@@ -260,7 +425,14 @@ class ItemsSink(WebshopSink):
     link_resource = "items"
     sibling_links = ("item_prices",)
 
+    def __init__(self, target: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(target, *args, **kwargs)
+        self.unlinked_items: dict[str, tuple[WebshopSink, dict]] = target.unlinked_items
+
     def without_link(self, record: dict, fields: dict) -> str:
+        # kept for its item price: it matches the product by the item's name too, and
+        # once it has linked the item, merges this record into the product
+        self.unlinked_items[str(record["chargebee_id"])] = (self, record)
         raise Skip("not linked yet; its item price creates the webshop product")
 
 
@@ -272,22 +444,87 @@ class ItemPricesSink(WebshopSink):
     link_resource = "item_prices"
     sibling_links = ("items",)
 
+    def __init__(self, target: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(target, *args, **kwargs)
+        self.unlinked_items: dict[str, tuple[WebshopSink, dict]] = target.unlinked_items
+
+    @cached_property
+    def product_index(self) -> tuple[CandidateIndex, CandidateIndex]:
+        """The webshop's live products by SKU key and by name key, read once per run."""
+        by_sku, by_name = CandidateIndex(), CandidateIndex()
+        for row in every(self.api, "/products"):
+            if not row.get("deleted_at"):
+                by_sku.add(sku_key(row.get("sku")), row["id"])
+                by_name.add(name_key(row.get("name")), row["id"])
+        return by_sku, by_name
+
     def without_link(self, record: dict, fields: dict) -> str:
         item_id = fields.pop("item_id", None)
         item_link = self.links.get_by_chargebee("items", str(item_id)) if item_id else None
         if item_link is not None:  # the product exists: a further price is not a product
             raise Skip(f"item {item_id} already has its webshop product")
-        sku = fields.get("sku")
-        found = self.api.get("/products", params={"sku": sku, "limit": 10})["data"] if sku else []
-        live = [row for row in found if not row["deleted_at"]]  # a SKU is unique among these
-        outcome = self.adopt(live[0], record, fields) if live else self.create(record, fields)
+        match = self.match(record, fields, item_id)
+        outcome = self.adopt(match, record, fields) if match else self.create(record, fields)
         product = self.links.get_by_chargebee("item_prices", str(record["chargebee_id"]))
+        if match is None and product is not None and "product_index" in self.__dict__:
+            by_sku, by_name = self.product_index  # a later price with this SKU or name sees it
+            by_sku.add(sku_key(fields.get("sku")), product.webshop_id)
+            by_name.add(name_key(fields.get("name")), product.webshop_id)
         if item_id and product is not None:
             self.links.save(
                 "items", product.webshop_id, str(item_id),
                 webshop_version=product.webshop_version, webshop_hash=product.webshop_hash,
             )  # fmt: skip
+            # (a plan's new product has no id to read back: its item is left for the run)
+            self.merge_item(item_id, planned=match is None and isinstance(self.api, PlanningClient))
         return outcome
+
+    def match(self, record: dict, fields: dict, item_id: Any) -> dict | None:
+        """The live webshop product of this item price, matched by SKU, then by name (the
+        price's external name, then its item's name), each compared without case and
+        surrounding spaces, the same rule as the forward sync's; several, or one linked to
+        another Chargebee item or price: ambiguous (Skip, reported)."""
+        by_sku, by_name = self.product_index
+        chargebee_id = str(record["chargebee_id"])
+        keys = [
+            ("SKU", by_sku, sku_key(fields.get("sku"))),
+            ("name", by_name, name_key(fields.get("name"))),
+            ("item name", by_name, name_key(self.item_record(item_id).get("name"))),
+        ]
+        for by, index, key in keys:
+            ids = index.get(key)
+            if len(ids) > 1:
+                raise ambiguous(self, record, by, "webshop", ids, (
+                    f"webshop products {', '.join(ids)} have this {by}; none is linked or "
+                    "created until they differ, or one is linked by hand"
+                ))  # fmt: skip
+            if not ids:
+                continue
+            for resource, ours in (("item_prices", chargebee_id), ("items", item_id)):
+                link = self.links.get_by_webshop(resource, ids[0])
+                if link is not None and link.chargebee_id != str(ours):
+                    raise ambiguous(self, record, by, "chargebee", [link.chargebee_id, ours], (
+                        f"it matches webshop product {ids[0]} by {by}, which Chargebee "
+                        f"{resource[:-1].replace('_', ' ')} {link.chargebee_id} has; make them "
+                        "differ, or merge them"
+                    ))  # fmt: skip
+            current = self.api.get(f"/products/{ids[0]}")
+            if not current.get("deleted_at"):
+                return current
+            index.discard(key, ids[0])  # deleted since the index was read
+        return None
+
+    def item_record(self, item_id: Any) -> dict:
+        """The record of this price's item, if it came unlinked earlier in this run."""
+        return self.unlinked_items.get(str(item_id), (None, {}))[1] if item_id else {}
+
+    def merge_item(self, item_id: Any, *, planned: bool = False) -> None:
+        """The price has linked its item: the item's record, skipped earlier in this run as
+        not linked yet, is merged into the product now (not only when it is read again)."""
+        sink, record = self.unlinked_items.pop(str(item_id), (None, None))
+        link = self.links.get_by_chargebee("items", str(item_id)) if item_id else None
+        if sink is not None and record is not None and link is not None and not planned:
+            sink.update(link, record, webshop_fields(record))
 
     def update(self, link: Link, record: dict, fields: dict) -> str:
         fields.pop("item_id", None)
@@ -304,3 +541,26 @@ class OrdersSink(WebshopSink):
 SINKS = {
     sink.link_resource: sink for sink in (CustomersSink, ItemsSink, ItemPricesSink, OrdersSink)
 }
+
+
+def every(api: ApiClient | PlanningClient, path: str) -> Iterator[dict]:
+    """Every record of a webshop list, page by page (500 each, `cursor` = `next_cursor`)."""
+    cursor = None
+    while True:
+        page = api.get(path, params={"limit": 500, **({"cursor": cursor} if cursor else {})})
+        yield from page["data"]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return
+
+
+def ambiguous(
+    sink: WebshopSink, record: dict, by: str, side: str, candidates: list, reason: str
+) -> Skip:
+    """First contact found several candidates (sync_common.matching): the record is listed
+    in `ambiguous_matches` and skipped with the reason, neither linked nor created."""
+    sink.report.ambiguous.append(ambiguous_entry(
+        sink.stream_name, chargebee_id=record["chargebee_id"], by=by,
+        candidates_in=side, candidates=candidates, reason=reason,  # type: ignore[arg-type]
+    ))  # fmt: skip
+    return Skip(f"ambiguous: {reason}")

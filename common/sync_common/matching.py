@@ -1,0 +1,113 @@
+"""First contact: how a record with no link yet is recognised on the other side, the same rule
+in both directions (target-chargebee and target-customwebshop).
+
+- Customers match by e-mail, products and items by SKU, then by name. Keys compare after
+  trimming and case-folding (`str.strip().casefold()`): `Mixed.Case@example.com ` is
+  `mixed.case@example.com`.
+- Neither API filters case-insensitively (`email[is]`, `?email=` are exact), so each target
+  builds, once per run and only when the first unlinked record needs it, an index of the other
+  side's live records: normalized key -> ids. Memory is keys and ids, nothing else; a record
+  the run creates is added to it.
+- Exactly one candidate, not linked to another record: matched (linked). Several candidates,
+  or several records of this side with one key, or the one candidate already linked to another
+  record: ambiguous. Such a record is neither linked nor created; it is counted as skipped,
+  listed in the report's `ambiguous_matches`, and stays so until a person makes the keys
+  differ (or links by hand).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sync_common.links import Side
+
+#: Unlinked records a target holds back to see whether another one shares their key, before
+#: it decides (target-customwebshop and target-chargebee customers). Beyond this, the held
+#: ones are decided at once; a later one with the same key then finds its match taken.
+MAX_HELD = 10_000
+
+
+def text_key(value: Any) -> str | None:
+    """The matching key of a text value: trimmed and case-folded; None when empty or not text."""
+    if not isinstance(value, str):
+        return None
+    key = value.strip().casefold()
+    return key or None
+
+
+def email_key(value: Any) -> str | None:
+    """The key customers match by: `" Mixed.Case@Example.com"` -> `"mixed.case@example.com"`."""
+    return text_key(value)
+
+
+def name_key(value: Any) -> str | None:
+    """The key a product and an item (or an item price's external name) match by."""
+    return text_key(value)
+
+
+def sku_key(value: Any) -> str | None:
+    """The key a product and an item price's `accounting_detail[sku]` match by."""
+    return text_key(value)
+
+
+class CandidateIndex:
+    """One side's live records of one resource: normalized key -> ids (in the order added),
+    and the ids of all of them, keyed or not (so "does id X exist?" needs no call)."""
+
+    def __init__(self, rows: Iterable[tuple[str | None, Any]] = ()) -> None:
+        self._ids: dict[str, list[str]] = {}
+        self._all: set[str] = set()
+        for key, record_id in rows:
+            self.add(key, record_id)
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def has(self, record_id: Any) -> bool:
+        return str(record_id) in self._all
+
+    def get(self, key: str | None) -> list[str]:
+        return list(self._ids.get(key, ())) if key else []
+
+    def add(self, key: str | None, record_id: Any) -> None:
+        if record_id in (None, ""):
+            return
+        self._all.add(str(record_id))
+        if key:
+            ids = self._ids.setdefault(key, [])
+            if str(record_id) not in ids:
+                ids.append(str(record_id))
+
+    def discard(self, key: str | None, record_id: Any) -> None:
+        """The record is gone (or no longer has this key)."""
+        self._all.discard(str(record_id))
+        ids = self._ids.get(key or "")
+        if ids and str(record_id) in ids:
+            ids.remove(str(record_id))
+            if not ids:
+                del self._ids[key]  # type: ignore[index]
+
+
+def ambiguous_entry(
+    stream: str,
+    *,
+    by: str,
+    candidates_in: Side,
+    candidates: Iterable[Any],
+    reason: str,
+    webshop_id: Any = None,
+    chargebee_id: Any = None,
+) -> dict[str, Any]:
+    """One entry of the report's `ambiguous_matches`: the record, the key it was matched by
+    (`email`, `sku`, `name`: not the value, which is personal data), the side where several
+    records share that key, their ids, and why nothing was linked."""
+    return {
+        "stream": stream,
+        "webshop_id": None if webshop_id is None else str(webshop_id),
+        "chargebee_id": None if chargebee_id is None else str(chargebee_id),
+        "by": by,
+        "candidates_in": candidates_in,
+        "candidates": sorted({str(c) for c in candidates}),
+        "reason": reason,
+    }

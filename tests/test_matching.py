@@ -1,0 +1,131 @@
+"""The first-contact matching rule (sync_common.matching), in process: keys are trimmed and
+case-folded, the same in both directions; the candidate index; the report's match lines."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sync_common.matching import (
+    CandidateIndex,
+    ambiguous_entry,
+    email_key,
+    name_key,
+    sku_key,
+    text_key,
+)
+from sync_common.report import RunReport
+
+WHITESPACE = st.text(alphabet=" \t\n\r\x0b\x0c\u00a0\u2003\u3000", max_size=4)
+ASCII_EMAIL = st.from_regex(
+    r"[A-Za-z0-9._%+-]{1,20}@[A-Za-z0-9-]{1,12}\.[A-Za-z]{2,6}", fullmatch=True
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "key"),
+    [
+        ("Mixed.Case@example.com", "mixed.case@example.com"),
+        ("  mixed.case@EXAMPLE.com\t", "mixed.case@example.com"),
+        ("STRASSE@example.com", "strasse@example.com"),
+        ("Straße@example.com", "strasse@example.com"),  # casefold, not lower
+        ("", None),
+        ("   ", None),
+        (None, None),
+        (42, None),
+    ],
+)
+def test_email_key(value, key):
+    assert email_key(value) == key
+
+
+def test_the_same_rule_for_every_key():
+    for value in ("  Hand-made Vase ", "VASE-001", "Ünïcødé Näme"):
+        assert email_key(value) == name_key(value) == sku_key(value) == text_key(value)
+
+
+@given(st.text())
+def test_a_key_is_trimmed_case_folded_and_stable(value):
+    key = email_key(value)
+    if not value.strip():
+        assert key is None
+        return
+    assert key == value.strip().casefold()
+    assert key == key.strip()
+    assert email_key(key) == key  # idempotent: a key matches itself
+
+
+@given(st.text(), WHITESPACE, WHITESPACE)
+def test_surrounding_spaces_never_matter(value, before, after):
+    assert email_key(before + value + after) == email_key(value)
+
+
+@given(ASCII_EMAIL, st.lists(st.booleans(), min_size=40, max_size=40))
+def test_case_never_matters_and_both_directions_agree(email, upper):
+    mixed = "".join(c.upper() if up else c.lower() for c, up in zip(email, upper, strict=False))
+    assert email_key(mixed) == email_key(email) == email_key(email.swapcase())
+    # one side's index, looked up with the other side's spelling, finds the record
+    webshop = CandidateIndex([(email_key(mixed), "17")])
+    chargebee = CandidateIndex([(email_key(email.upper()), "cb_1")])
+    assert webshop.get(email_key(f" {email.upper()} ")) == ["17"]
+    assert chargebee.get(email_key(mixed)) == ["cb_1"]
+
+
+@given(st.text(alphabet=string.ascii_letters + "@. ", min_size=1))
+def test_different_keys_stay_apart(value):
+    other = value + "x"
+    if email_key(value) is not None:
+        assert email_key(other) != email_key(value)
+
+
+def test_candidate_index_keeps_keys_and_ids_only():
+    index = CandidateIndex([("a@x.io", 1), ("a@x.io", "2"), ("b@x.io", "3"), (None, "4")])
+    assert index.get("a@x.io") == ["1", "2"]
+    assert index.get("c@x.io") == [] and index.get(None) == []
+    assert index.has("4") and index.has(3) and not index.has("5")  # keyless ids are known
+    index.add("a@x.io", "2")  # no duplicates
+    assert index.get("a@x.io") == ["1", "2"]
+    index.discard("a@x.io", "1")
+    assert index.get("a@x.io") == ["2"] and not index.has("1")
+    index.discard("a@x.io", "2")
+    assert index.get("a@x.io") == [] and len(index) == 2
+
+
+def test_the_report_lists_ambiguous_matches_and_a_plan_shows_the_match_report():
+    report = RunReport("target-test", dry_run=True)
+    for _ in range(3):
+        report.received("customers")
+    report.count("customers", "matched")
+    report.count("customers", "created")
+    report.count("customers", "skipped")
+    report.ambiguous.append(
+        ambiguous_entry(
+            "customers",
+            webshop_id=5,
+            chargebee_id="cws_5",
+            by="e-mail",
+            candidates_in="chargebee",
+            candidates=["b", "a"],
+            reason="2 Chargebee customers",
+        )  # fmt: skip
+    )
+    data = report.as_dict({})
+    assert data["ambiguous_matches"][0]["candidates"] == ["a", "b"]
+    assert data["match_report"] == {
+        "customers": {
+            "matched": 1, "ambiguous": 1, "new": 1, "ambiguous_several_in_chargebee": 1,
+        }
+    }  # fmt: skip
+    lines = report.summary_lines(data)
+    assert "  ambiguous customers 5 / cws_5: 2 Chargebee customers" in lines
+    assert (
+        "  first contact: customers 1 matched, 1 ambiguous (1 several in Chargebee), 1 new" in lines
+    )
+    run = RunReport("target-test")
+    run.ambiguous.append({"stream": "customers", "webshop_id": "5", "candidates": ["x", "y"]})
+    run_lines = run.summary_lines(run.as_dict({}))
+    assert "  ambiguous customers 5: candidates x, y" in run_lines  # an entry without a reason
+    assert not [line for line in run_lines if "first contact" in line]  # a plan's lines only
