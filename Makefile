@@ -19,8 +19,9 @@ demo: install
 stop: install
 	$(BIN)/python -m sync_sandbox.demo stop
 
+# Two workers (the machine's two cores); a file's tests stay together (module fixtures).
 test: install lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile --durations=15
 
 # Benchmarks print figures; they are not pass/fail tests.
 bench: install

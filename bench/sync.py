@@ -79,6 +79,7 @@ class Bench:
             "TARGET_CHARGEBEE_API_URL": chargebee.url + "/api/v2",
             "TARGET_CHARGEBEE_API_KEY": KEYS["chargebee"],
             "TARGET_CHARGEBEE_LINK_STORE_URL": f"sqlite:///{links}",
+            "TARGET_CHARGEBEE_WEBSHOP_API_URL": shop.url + "/api/v1",
             "TARGET_CHARGEBEE_REPORT_DIR": reports,
             "TARGET_CHARGEBEE_REQUESTS_PER_MINUTE": "1000000",  # no budget: local speed
             "TAP_CHARGEBEE_API_URL": chargebee.url + "/api/v2",
@@ -87,6 +88,7 @@ class Bench:
             "TARGET_CUSTOMWEBSHOP_API_URL": shop.url + "/api/v1",
             "TARGET_CUSTOMWEBSHOP_API_KEY": KEYS["customwebshop"],
             "TARGET_CUSTOMWEBSHOP_LINK_STORE_URL": f"sqlite:///{links}",
+            "TARGET_CUSTOMWEBSHOP_CHARGEBEE_API_URL": chargebee.url + "/api/v2",
             "TARGET_CUSTOMWEBSHOP_REPORT_DIR": reports,
         }
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sync_sandbox.process import RunningSandbox, start_sandbox
-from tests.harness import CHARGEBEE_KEY, GENERATE, WEBSHOP_KEY, Sync
+from tests.harness import CHARGEBEE_KEY, GENERATE, WEBSHOP_KEY, Sync, TwoWaySync
 
 
 @pytest.fixture
@@ -35,15 +35,45 @@ def sync(tmp_path, shop, chargebee) -> Sync:
     return Sync(tmp_path, shop, chargebee)
 
 
+#: A smaller webshop for the two-way tests.
+SMALL = ("--generate", "customers=20,products=10,orders=20", "--seed", "3")
+
+
+@pytest.fixture
+def small_shop(tmp_path) -> RunningSandbox:
+    sandbox = start_sandbox("customwebshop", str(tmp_path / "shop.db"), WEBSHOP_KEY, *SMALL)
+    yield sandbox
+    sandbox.stop()
+
+
+@pytest.fixture
+def two_way(tmp_path, small_shop, chargebee) -> TwoWaySync:
+    """Both sandboxes after a first `meltano run sync`: the webshop's records in Chargebee."""
+    sync = TwoWaySync(tmp_path, small_shop, chargebee)
+    sync.run()
+    return sync
+
+
 # ---------------------------------------------------------------------------- fault suite
 
-FAULT_ROWS = pytest.StashKey[list]()
 
-
-@pytest.fixture(scope="session")
+@pytest.fixture
 def fault_rows(request) -> list:
-    """One Tally per fault (tests/fault_ledger.py), printed at the end of the session."""
-    return request.config.stash.setdefault(FAULT_ROWS, [])
+    """The test's Tallies (tests/fault_ledger.py): their lines go with the test's report (so
+    also from an xdist worker) and are printed at the end of the session."""
+    tallies: list = []
+    yield tallies
+    request.node.user_properties.extend(("fault_row", tally.line()) for tally in tallies)
+
+
+def pytest_runtest_logreport(report) -> None:
+    if report.when == "teardown":
+        rows = [value for name, value in report.user_properties if name == "fault_row"]
+        if rows:
+            _ROWS.extend(rows)  # in the process that prints the summary (xdist's controller)
+
+
+_ROWS: list[str] = []
 
 
 @pytest.fixture(scope="session")
@@ -56,12 +86,11 @@ def baseline(tmp_path_factory):
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    rows = config.stash.get(FAULT_ROWS, [])
-    if not rows:
+    if not _ROWS:
         return
     from tests.fault_ledger import HEADER
 
     terminalreporter.section("faults: records expected, found, duplicated and lost")
     terminalreporter.write_line(HEADER)
-    for row in rows:
-        terminalreporter.write_line(row.line())
+    for row in _ROWS:
+        terminalreporter.write_line(row)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sync_common.links import LinkStore
 from sync_sandbox.process import start_sandbox
 from target_chargebee.params import remote_value, to_params, wire_value
 from tests.harness import (
@@ -66,6 +67,10 @@ class World:
         self.shop = start_sandbox("customwebshop", str(tmp / "shop.db"), WEBSHOP_KEY)
         self.chargebee = start_sandbox("chargebee", str(tmp / "chargebee.db"), CHARGEBEE_KEY)
         self.sync = TwoWaySync(tmp, self.shop, self.chargebee)
+        # the same two systems as the baseline's, at other addresses: move the store along
+        store = LinkStore(self.sync.link_store_url)
+        store.rebind(self.sync.systems())
+        store.close()
         self.sync.env.update(FAST_RETRIES)
         self.outputs: list[str] = []  # every run's stdout and stderr (the secrets check)
 

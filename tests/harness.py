@@ -20,6 +20,7 @@ import requests
 import yaml
 from singer_sdk.mapper import PluginMapper
 
+from sync_common.links import LinkedSystems
 from target_chargebee.params import CONTROL_FIELDS, remote_value, to_params, wire_value
 
 WEBSHOP_KEY = "test_webshop_key_0123456789"
@@ -61,6 +62,7 @@ class Sync:
             "TARGET_CHARGEBEE_API_URL": chargebee_sandbox.url + "/api/v2",
             "TARGET_CHARGEBEE_API_KEY": CHARGEBEE_KEY,
             "TARGET_CHARGEBEE_LINK_STORE_URL": self.link_store_url,
+            "TARGET_CHARGEBEE_WEBSHOP_API_URL": shop.url + "/api/v1",
             "TARGET_CHARGEBEE_REPORT_DIR": str(self.reports),
             "TARGET_CHARGEBEE_REQUESTS_PER_MINUTE": "100000",
             "TARGET_CHARGEBEE_MAX_CONCURRENCY": "4",
@@ -69,6 +71,10 @@ class Sync:
 
     #: What `meltano run` runs: the forward pair here, the `sync` job in TwoWaySync.
     blocks: tuple[str, ...] = ("tap-customwebshop", "target-chargebee")
+
+    def systems(self) -> LinkedSystems:
+        """The pair the link store is bound to."""
+        return LinkedSystems.of(self.shop.url + "/api/v1", self.chargebee.url + "/api/v2")
 
     def command(self, blocks: tuple[str, ...] | None = None) -> list[str]:
         return [str(BIN / "meltano"), "run", *(blocks or self.blocks)]
@@ -271,6 +277,7 @@ class TwoWaySync(Sync):
             TARGET_CUSTOMWEBSHOP_API_URL=shop.url + "/api/v1",
             TARGET_CUSTOMWEBSHOP_API_KEY=WEBSHOP_KEY,
             TARGET_CUSTOMWEBSHOP_LINK_STORE_URL=self.link_store_url,
+            TARGET_CUSTOMWEBSHOP_CHARGEBEE_API_URL=chargebee_sandbox.url + "/api/v2",
             TARGET_CUSTOMWEBSHOP_REPORT_DIR=str(self.reports),
         )
 

@@ -10,9 +10,7 @@ from collections import Counter
 
 import pytest
 
-from sync_sandbox.process import start_sandbox
 from tests.harness import (
-    WEBSHOP_KEY,
     TwoWaySync,
     cb_all,
     cb_client,
@@ -20,22 +18,6 @@ from tests.harness import (
     webshop_patch,
     webshop_send,
 )
-
-SMALL = ("--generate", "customers=20,products=10,orders=20", "--seed", "3")
-
-
-@pytest.fixture
-def shop(tmp_path):
-    sandbox = start_sandbox("customwebshop", str(tmp_path / "shop.db"), WEBSHOP_KEY, *SMALL)
-    yield sandbox
-    sandbox.stop()
-
-
-@pytest.fixture
-def two_way(tmp_path, shop, chargebee) -> TwoWaySync:
-    sync = TwoWaySync(tmp_path, shop, chargebee)
-    sync.run()
-    return sync
 
 
 def one(sync: TwoWaySync, resource: str, record_id) -> dict:
@@ -105,8 +87,9 @@ def test_the_same_field_edited_on_both_sides_is_decided_for_that_field_alone(two
 
 
 def test_a_product_deleted_before_the_first_sync_does_not_hold_back_its_paid_orders(
-    tmp_path, shop, chargebee
+    tmp_path, small_shop, chargebee
 ):
+    shop = small_shop
     order = next(o for o in webshop_get(TwoWaySync(tmp_path, shop, chargebee), "orders")
                  if o["paid_at"] and not o["deleted_at"])  # fmt: skip
     product_id = order["line_items"][0]["product_id"]

@@ -3,15 +3,26 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import decimal
+import multiprocessing
 import threading
 import uuid
 
 import psycopg
 import pytest
+import sqlalchemy
 
-from sync_common.links import LinkConflict, LinkStore, LinkStoreUnavailable, content_hash
+from sync_common.links import (
+    LinkConflict,
+    LinkedSystems,
+    LinkStore,
+    LinkStoreBoundElsewhere,
+    LinkStoreUnavailable,
+    content_hash,
+    default_link_store_url,
+)
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -110,3 +121,99 @@ def test_an_unreachable_database_is_a_clear_error():
     assert "s3cret" not in str(failed.value)
     with pytest.raises(LinkStoreUnavailable, match="unsupported"):
         LinkStore("mysql://127.0.0.1/links")
+
+
+def test_a_store_is_bound_to_the_first_pair_that_opens_it_and_refuses_others(store_url):
+    ours = LinkedSystems.of("http://shop.example/api/v1/", "https://acme.chargebee.com/api/v2")
+    other = LinkedSystems.of("http://shop.example/api/v1", "https://acme-test.chargebee.com/api/v2")
+    LinkStore(store_url, systems=ours).close()
+    spelled = LinkedSystems.of("HTTP://Shop.Example/api/v1", "https://acme.chargebee.com/api/v2")
+    again = LinkStore(store_url, systems=spelled)
+    assert again.systems == ours  # the same systems, however the URL is spelled
+    again.close()
+    with pytest.raises(LinkStoreBoundElsewhere) as refused:
+        LinkStore(store_url, systems=other)
+    message = str(refused.value)
+    assert "acme.chargebee.com" in message and "acme-test.chargebee.com" in message
+    assert "link_store_url" in message
+    LinkStore(store_url).close()  # a look at the store, without a pair, is not refused
+
+
+def test_the_default_store_is_one_per_pair_and_an_older_one_stays_with_its_pair(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("MELTANO_SYS_DIR_ROOT", str(tmp_path / ".meltano"))
+    a = LinkedSystems.of("http://shop/api/v1", "http://a/api/v2")
+    b = LinkedSystems.of("http://shop/api/v1", "http://b/api/v2")
+    legacy = tmp_path / ".meltano" / "sync" / "links.db"
+    legacy.parent.mkdir(parents=True)
+    old = LinkStore(f"sqlite:///{legacy}")  # made by a version that knew no pairs
+    old.save("customers", "1", "cws_1")
+    old.close()
+    first = LinkStore(systems=a)  # the first pair to open it keeps it, links and all
+    assert first.get_by_webshop("customers", "1") is not None
+    first.close()
+    second = LinkStore(systems=b)
+    assert second.get_by_webshop("customers", "1") is None  # its own store
+    assert default_link_store_url(b) != default_link_store_url(a)
+    second.close()
+    assert oct(legacy.stat().st_mode & 0o777) == "0o600"  # holds personal data
+
+
+#: The tables as the version before schema migrations made them (and a link in them).
+BEFORE_MIGRATIONS = [
+    """CREATE TABLE links (id INTEGER PRIMARY KEY, resource VARCHAR(50) NOT NULL,
+       webshop_id VARCHAR(255) NOT NULL, chargebee_id VARCHAR(255) NOT NULL,
+       webshop_version JSON, webshop_hash TEXT, webshop_synced_at TIMESTAMP,
+       chargebee_version JSON, chargebee_hash TEXT, chargebee_synced_at TIMESTAMP,
+       deterministic_id VARCHAR(255),
+       CONSTRAINT links_webshop_key UNIQUE (resource, webshop_id),
+       CONSTRAINT links_chargebee_key UNIQUE (resource, chargebee_id))""",
+    """CREATE TABLE dead_letters (id INTEGER PRIMARY KEY, run_id VARCHAR(64) NOT NULL,
+       stream VARCHAR(100) NOT NULL, record_key VARCHAR(255) NOT NULL, reason TEXT NOT NULL,
+       record JSON, details JSON, created_at TIMESTAMP NOT NULL)""",
+    """INSERT INTO links (resource, webshop_id, chargebee_id, webshop_version, chargebee_hash,
+       deterministic_id) VALUES ('customers', '42', 'hand_42', '3', 'main=abc', 'cws_42')""",
+]
+
+
+def test_a_store_made_before_migrations_is_upgraded_in_place(store_url):
+    engine = sqlalchemy.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://"))
+    serial = "SERIAL" if engine.dialect.name == "postgresql" else "INTEGER"
+    with engine.begin() as db:
+        for statement in BEFORE_MIGRATIONS:
+            db.execute(
+                sqlalchemy.text(statement.replace("id INTEGER PRIMARY", f"id {serial} PRIMARY"))
+            )
+    engine.dispose()
+    store = LinkStore(store_url, systems=LinkedSystems.of("http://shop/api", "http://cb/api"))
+    kept = store.get_by_webshop("customers", "42")
+    assert (kept.chargebee_id, kept.webshop_version, kept.chargebee_hash) == (
+        "hand_42",
+        3,
+        "main=abc",
+    )
+    saved = store.save("customers", "42", "hand_42", webshop_base={"email": "a@example.com"})
+    assert saved.webshop_base == {"email": "a@example.com"}  # the columns added since
+    store.close()
+    engine = sqlalchemy.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as db:
+        assert db.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).scalar() == (
+            "0002"
+        )
+    engine.dispose()
+
+
+def _open(url: str, systems: LinkedSystems) -> str:
+    LinkStore(url, systems=systems).close()
+    return "ok"
+
+
+def test_several_processes_may_open_a_new_store_at_once(store_url):
+    systems = LinkedSystems.of("http://shop/api", "http://cb/api")
+    with concurrent.futures.ProcessPoolExecutor(
+        6, mp_context=multiprocessing.get_context("spawn")
+    ) as pool:
+        results = list(pool.map(_open, [store_url] * 6, [systems] * 6))
+    assert results == ["ok"] * 6
+    assert LinkStore(store_url, systems=systems).systems == systems

@@ -292,6 +292,8 @@ def test_every_setting_has_type_description_and_default_alike_in_code_and_meltan
         ("target-customwebshop", {"api_key": "wrong-key-4711"}, "api_key"),
         ("target-customwebshop", {"api_url": ""}, "api_url"),
         ("target-chargebee", {"api_url": "not-a-url"}, "api_url"),
+        ("target-chargebee", {"webshop_api_url": ""}, "webshop_api_url"),
+        ("target-customwebshop", {"chargebee_api_url": "", "chargebee_site": ""}, "chargebee_site"),
     ],
 )
 def test_a_wrong_or_missing_setting_fails_at_start_naming_it(

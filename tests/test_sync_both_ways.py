@@ -10,9 +10,7 @@ from typing import Any
 
 import pytest
 
-from sync_sandbox.process import start_sandbox
 from tests.harness import (
-    WEBSHOP_KEY,
     Sync,
     TwoWaySync,
     cb_all,
@@ -20,17 +18,6 @@ from tests.harness import (
     webshop_get,
     webshop_patch,
 )
-
-SMALL = ("--generate", "customers=20,products=10,orders=20", "--seed", "3")
-
-
-@pytest.fixture
-def two_way(tmp_path, chargebee):
-    shop = start_sandbox("customwebshop", str(tmp_path / "shop.db"), WEBSHOP_KEY, *SMALL)
-    sync = TwoWaySync(tmp_path, shop, chargebee)
-    sync.run()  # first sync: the webshop's records go to Chargebee
-    yield sync
-    shop.stop()
 
 
 def webshop_one(sync: Sync, resource: str, record_id: Any) -> dict:

@@ -169,7 +169,14 @@ def test_prepopulated_customers_are_matched_by_email(sync):
 def test_rejected_record_is_dead_lettered_while_the_others_sync(sync):
     customer = webshop_get(sync, "customers")[0]
     webshop_patch(sync, "customers", customer["id"], {"company": "X" * 252})  # > 250 in Chargebee
-    sync.run()
+    result = sync.run()
+    # structured logging: Meltano shows the reject as a warning, the summary as info
+    rejected_line = next(
+        line for line in result.stderr.splitlines() if "Rejected customers" in line
+    )
+    assert "warning" in rejected_line.lower(), rejected_line
+    summary_line = next(line for line in result.stderr.splitlines() if "Run summary" in line)
+    assert "[info" in summary_line, summary_line
     report = sync.last_report()
     assert report["rejected"] == 1
     rejection = report["rejections"][0]

@@ -39,6 +39,9 @@ def standard_tests(target_class: type, api_url: str, api_key: str) -> type:
         "api_key": api_key,
         "link_store_url": f"sqlite:///{_DIR / 'links.db'}",
         "report_dir": str(_DIR / "reports"),
+        # the far side of the pair the link store is bound to
+        "webshop_api_url": WEBSHOP.url + "/api/v1",
+        "chargebee_api_url": CHARGEBEE.url + "/api/v2",
     }
     return get_target_test_class(
         target_class, config=config, custom_suites=[APPLICABLE], include_target_tests=False

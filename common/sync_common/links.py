@@ -7,21 +7,28 @@ several runners share it). Thread-safe: every call runs in its own short transac
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import decimal
+import fcntl
 import hashlib
 import json
 import math
 import os
 import urllib.parse
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import alembic.command
+import alembic.config
 import sqlalchemy as sa
+from singer_sdk import typing as th
+from singer_sdk.exceptions import ConfigValidationError
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+
+from sync_common.report import current_run_id
 
 Side = Literal["webshop", "chargebee"]
 
@@ -58,6 +65,42 @@ class LinkedSystems:
         return hashlib.sha256(f"{self.webshop}\n{self.chargebee}".encode()).hexdigest()[:12]
 
 
+#: The settings that name the far side, so that each target knows the whole pair.
+WEBSHOP_API_URL = th.Property(
+    "webshop_api_url",
+    th.StringType,
+    description="Base URL of the webshop API the records come from (tap-customwebshop's "
+    "api_url). The link store is bound to this webshop and this Chargebee site: a run against "
+    "another pair is refused before it writes.",
+)
+CHARGEBEE_SITE = th.Property(
+    "chargebee_site",
+    th.StringType,
+    description="The Chargebee site the records come from (tap-chargebee's site). The link "
+    "store is bound to this site and this webshop: a run against another pair is refused "
+    "before it writes.",
+)
+CHARGEBEE_API_URL = th.Property(
+    "chargebee_api_url",
+    th.StringType,
+    description="Instead of chargebee_site: the Chargebee API URL the records come from "
+    "(tap-chargebee's api_url, e.g. the emulator).",
+)
+
+
+def open_store(
+    url: str | None, systems: LinkedSystems | None, *, store: type[LinkStore] | None = None
+) -> LinkStore:
+    """The link store of a run, bound to its pair; a failure stops the run at start with a
+    message naming link_store_url."""
+    try:
+        return (store or LinkStore)(url, systems=systems)
+    except (LinkStoreUnavailable, LinkStoreBoundElsewhere) as exc:
+        raise ConfigValidationError(
+            "Config validation failed", errors=[f"link_store_url: {exc}"]
+        ) from None
+
+
 def _canonical_url(url: str) -> str:
     parsed = urllib.parse.urlsplit(url.strip())
     return urllib.parse.urlunsplit(
@@ -69,9 +112,11 @@ def default_link_store_url(systems: LinkedSystems | None = None) -> str:
     """A SQLite file in the Meltano project's `.meltano/sync/` (`$MELTANO_PROJECT_ROOT`, or
     the working directory outside Meltano), one per pair of systems: `links-<key>.db`, so
     environments pointed at other systems get a store of their own. A `links.db` made by an
-    earlier version is kept by the pair it is bound to (the first to open it)."""
+    earlier version is kept by the pair it is bound to (the first to open it). Meltano's
+    system directory is `$MELTANO_SYS_DIR_ROOT` when that is set."""
     root = Path(os.environ.get("MELTANO_PROJECT_ROOT") or ".")
-    directory = (root / ".meltano" / "sync").resolve()
+    system = Path(os.environ.get("MELTANO_SYS_DIR_ROOT") or root / ".meltano")
+    directory = (system / "sync").resolve()
     directory.mkdir(parents=True, exist_ok=True)
     legacy = directory / "links.db"
     if systems is None:
@@ -212,12 +257,13 @@ _LINK_COLUMNS = [column for column in _links.c if column.name != "id"]
 
 
 class LinkStore:
-    """Links and dead letters in one database; tables are created when it is opened.
+    """Links and dead letters in one database; tables are created (or upgraded) when it is
+    opened.
 
     `systems`: the pair this run syncs; a store bound to another pair is refused
     (LinkStoreBoundElsewhere), an unbound one is bound to it. Without it (a look at a store)
-    nothing is checked. `run_id` labels this run's dead letters; a fresh one is made when
-    none is given."""
+    nothing is checked. `run_id` labels this run's dead letters: by default Meltano's run id
+    (`MELTANO_RUN_ID`) when it gives one, else a fresh one."""
 
     def __init__(
         self,
@@ -226,7 +272,7 @@ class LinkStore:
         systems: LinkedSystems | None = None,
         run_id: str | None = None,
     ) -> None:
-        self.run_id = run_id or uuid.uuid4().hex
+        self.run_id = run_id or current_run_id()
         parsed = make_url(url or default_link_store_url(systems))
         if parsed.drivername == "postgresql":  # psycopg 3 is the driver this project installs
             parsed = parsed.set(drivername="postgresql+psycopg")
@@ -241,9 +287,7 @@ class LinkStore:
             if parsed.get_backend_name() == "sqlite":
                 sa.event.listen(self._engine, "connect", _sqlite_pragmas)
             _make_private(parsed)
-            _metadata.create_all(self._engine)
-            _by_deterministic_id.create(self._engine, checkfirst=True)  # stores made before it
-            _add_missing_columns(self._engine)
+            _migrate(self._engine, parsed)
             self.systems = self._bind(systems) if systems is not None else None
         except sa.exc.SQLAlchemyError as exc:
             raise LinkStoreUnavailable(
@@ -264,6 +308,13 @@ class LinkStore:
                 "at this pair's store."
             )
         return systems
+
+    def rebind(self, systems: LinkedSystems) -> None:
+        """Bind the store to another pair: for systems that moved to another address with
+        their data (a new domain), never for other systems."""
+        with self._engine.begin() as db:
+            db.execute(_bound.delete())
+        self.systems = self._bind(systems)
 
     def __repr__(self) -> str:
         return f"LinkStore({self._where!r})"
@@ -394,14 +445,31 @@ def _make_private(url: sa.URL) -> None:
     os.chmod(path, 0o600)
 
 
-def _add_missing_columns(engine: sa.Engine) -> None:
-    """Stores made by an earlier version get the columns added since, in place."""
-    have = {column["name"] for column in sa.inspect(engine).get_columns("links")}
-    with engine.begin() as db:
-        for column in _links.c:
-            if column.name not in have:
-                kind = column.type.compile(dialect=engine.dialect)
-                db.execute(sa.text(f'ALTER TABLE links ADD COLUMN "{column.name}" {kind}'))
+#: The schema's versions, oldest first (Alembic): `_metadata` above is their sum.
+MIGRATIONS = Path(__file__).with_name("migrations")
+#: Serialises migrations of one PostgreSQL database (pg_advisory_xact_lock's key).
+_MIGRATION_LOCK = 0x5C_11_4B_00
+
+
+def _migrate(engine: sa.Engine, url: sa.URL) -> None:
+    """Create the store, or upgrade one made by an earlier version, in place. Several
+    processes may open a new store at once: PostgreSQL serialises them with an advisory
+    lock, SQLite with a lock file beside the database; the later ones find it current."""
+    config = alembic.config.Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with contextlib.ExitStack() as stack:
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            lock = stack.enter_context(open(f"{url.database}.lock", "a"))  # noqa: SIM115
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        with engine.begin() as connection:
+            if url.get_backend_name() == "postgresql":
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                                   {"key": _MIGRATION_LOCK})  # fmt: skip
+            config.attributes["connection"] = connection
+            tables = set(sa.inspect(connection).get_table_names())
+            if "links" in tables and "alembic_version" not in tables:
+                alembic.command.stamp(config, "0001")  # made before migrations were kept
+            alembic.command.upgrade(config, "head")
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

@@ -111,3 +111,37 @@ def ambiguous_entry(
         "candidates": sorted({str(c) for c in candidates}),
         "reason": reason,
     }
+
+
+class HeldByKey:
+    """Unlinked records held until the tap's next state message, by matching key, so that
+    several with one key are seen together (ambiguous), whichever came first."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, dict[str, dict]] = {}
+        self._keys: dict[str, str] = {}  # record id -> its key
+
+    def hold(self, record_id: str, key: str, record: dict) -> bool:
+        """Hold the record (its latest version); True when as many are held as may be."""
+        previous = self._keys.get(record_id)
+        if previous is not None and previous != key:  # its key changed within the run
+            self._held[previous].pop(record_id, None)
+            if not self._held[previous]:
+                del self._held[previous]
+        self._held.setdefault(key, {})[record_id] = record
+        self._keys[record_id] = key
+        return len(self._keys) >= MAX_HELD
+
+    def take(self) -> list[dict[str, dict]]:
+        """The held records, grouped by key (record id -> record), and none held after."""
+        held, self._held, self._keys = self._held, {}, {}
+        return list(held.values())
+
+
+def release_held(sinks: Iterable[Any]) -> None:
+    """Let every sink that holds records decide them (before a state message covers them,
+    and at the end)."""
+    for sink in sinks:
+        release = getattr(sink, "release_held", None)
+        if release is not None:
+            release()

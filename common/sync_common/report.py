@@ -15,6 +15,7 @@ import logging
 import os
 import secrets
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -42,16 +43,24 @@ def default_report_dir() -> Path:
     return Path(root) / ".meltano" / "sync" / "reports"
 
 
+def current_run_id() -> str:
+    """Meltano's run id when it gives one (`MELTANO_RUN_ID`, or `meltano run --run-id`), so
+    that reports and dead letters name the run Meltano knows; else a fresh one."""
+    return os.environ.get("MELTANO_RUN_ID") or uuid.uuid4().hex
+
+
 class RunReport:
     def __init__(
         self,
         plugin: str,
         *,
+        run_id: str | None = None,
         dry_run: bool = False,
         logger: logging.Logger | None = None,
         progress_seconds: float | None = None,
     ) -> None:
         self.plugin = plugin
+        self.run_id = run_id or current_run_id()
         self.dry_run = dry_run
         self.logger = logger
         self.started = datetime.datetime.now(datetime.UTC)
@@ -139,6 +148,7 @@ class RunReport:
             per_stream[stream] = entry
         return {
             "plugin": self.plugin,
+            "run_id": self.run_id,
             "dry_run": self.dry_run,
             "started_at": self.started.isoformat(timespec="seconds"),
             "finished_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -188,7 +198,8 @@ class RunReport:
             else "Run summary"
         )
         lines = [
-            f"{title}: {self.plugin}, {data['records']} records in {data['seconds']} s, "
+            f"{title}: {self.plugin} (run {self.run_id}), {data['records']} records in "
+            f"{data['seconds']} s, "
             f"{data['api_calls_total']} API calls"
         ]
         columns = ("records", *OUTCOMES, "conflicts")

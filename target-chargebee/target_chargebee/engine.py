@@ -137,7 +137,9 @@ class Engine:
         self.settings = settings
         self.logger = logger
         self.dry_run = bool(settings.get("dry_run"))
-        self.report = RunReport("target-chargebee", dry_run=self.dry_run, logger=logger)
+        self.report = RunReport(
+            "target-chargebee", run_id=links.run_id, dry_run=self.dry_run, logger=logger
+        )
         self.delete_guard = DeleteGuard(links, settings.get("max_delete_percent"))
         # parents that exist in Chargebee (or will, in a plan), recently used last
         self.known: OrderedDict[Ref, str] = OrderedDict()

@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from singer_sdk.sinks import RecordSink
 
 from sync_common.http import ApiError
-from sync_common.matching import MAX_HELD, CandidateIndex, ambiguous_entry, email_key, name_key
+from sync_common.matching import (
+    CandidateIndex,
+    HeldByKey,
+    ambiguous_entry,
+    email_key,
+    name_key,
+)
 from sync_common.merge import SOURCE_RECORD
 from target_chargebee.engine import Ambiguous, Engine, Job, Rejected
 from target_chargebee.params import Params, differences, digest, drop, part_hash, select
@@ -288,8 +294,7 @@ class CustomersSink(ResourceSink):
         super().__init__(target, *args, **kwargs)
         #: Unlinked customers held until the tap's next state message, by e-mail key:
         #: several webshop customers with one e-mail are ambiguous, whichever comes first.
-        self.held: dict[str, dict[str, dict]] = {}
-        self.held_keys: dict[str, str] = {}  # webshop id -> its key in `held`
+        self.held = HeldByKey()
 
     def process_record(self, record: dict, context: dict) -> None:
         key = email_key(record.get("email"))
@@ -302,22 +307,14 @@ class CustomersSink(ResourceSink):
         ):
             super().process_record(record, context)
             return
-        previous = self.held_keys.get(webshop_id)
-        if previous is not None and previous != key:  # its e-mail changed within the run
-            self.held[previous].pop(webshop_id, None)
-            if not self.held[previous]:
-                del self.held[previous]
-        self.held.setdefault(key, {})[webshop_id] = record
-        self.held_keys[webshop_id] = key
-        if len(self.held_keys) >= MAX_HELD:
+        if self.held.hold(webshop_id, key, record):
             self.release_held()
 
     def release_held(self) -> None:
         """Decide the held customers (the target calls this at each state message and at
         the end): one per e-mail goes on to be matched or created; several with one e-mail
         are neither (skipped, in `ambiguous_matches`)."""
-        held, self.held, self.held_keys = self.held, {}, {}
-        for records in held.values():
+        for records in self.held.take():
             if len(records) == 1:
                 self.engine.submit(self, next(iter(records.values())))
                 continue

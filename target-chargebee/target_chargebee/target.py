@@ -17,10 +17,12 @@ from sync_common.chargebee import ChargebeeClient, chargebee_base_url
 from sync_common.conflicts import CONFLICT_POLICY, EMPTY_OVERWRITES
 from sync_common.guard import MAX_DELETE_PERCENT
 from sync_common.http import preflight
+from sync_common.links import WEBSHOP_API_URL, LinkedSystems, open_store
+from sync_common.matching import release_held
 from sync_common.report import default_report_dir
 from target_chargebee.engine import Engine
 from target_chargebee.sinks import SINKS, DroppedStreamSink
-from target_chargebee.store import Links, LinkStoreUnavailable
+from target_chargebee.store import Links
 
 if t.TYPE_CHECKING:
     from singer_sdk.sinks import Sink
@@ -110,6 +112,7 @@ class TargetChargebee(Target):
             "refused any record. By default a run with rejects succeeds; the rejects are in "
             "the dead-letter table, the log and the report.",
         ),
+        WEBSHOP_API_URL,
         CONFLICT_POLICY,
         EMPTY_OVERWRITES,
         MAX_DELETE_PERCENT,
@@ -141,12 +144,13 @@ class TargetChargebee(Target):
             max_concurrency=config.get("max_concurrency") or 4,
             timeout=config.get("request_timeout") or 60,
         )
-        try:
-            links = Links(config.get("link_store_url"))
-        except LinkStoreUnavailable as exc:
-            raise ConfigValidationError(
-                "Config validation failed", errors=[f"link_store_url: {exc}"]
-            ) from None
+        systems = None
+        if config.get("webshop_api_url"):
+            systems = LinkedSystems.of(
+                config["webshop_api_url"],
+                chargebee_base_url(config.get("site"), config.get("api_url")),
+            )
+        links = t.cast(Links, open_store(config.get("link_store_url"), systems, store=Links))
         if check:
             url_setting = "api_url" if config.get("api_url") else "site"
             preflight(api, "/customers", "Chargebee", url_setting)
@@ -221,12 +225,9 @@ class TargetChargebee(Target):
     # ------------------------------------------------------------------ end of run
 
     def _release_held(self) -> None:
-        """Records held back for first-contact matching (CustomersSink) are decided before a
-        state message may cover them, and at the end."""
-        for sink in list(self._sinks_active.values()):
-            release = getattr(sink, "release_held", None)
-            if release is not None:
-                release()
+        """Records held back for first-contact matching are decided before a state message
+        may cover them, and at the end."""
+        release_held(list(self._sinks_active.values()))
 
     def process_endofpipe(self) -> None:
         self._release_held()
@@ -278,6 +279,14 @@ def settings_problems(config: dict) -> list[str]:
     problems = []
     if not config.get("api_key"):
         problems.append("api_key: missing (a Chargebee API key)")
+    webshop = config.get("webshop_api_url")
+    if not webshop:
+        problems.append(
+            "webshop_api_url: missing (the webshop the records come from: the link store is "
+            "bound to it and to this Chargebee site)"
+        )
+    elif not re.match(r"^https?://[^/\s]+", str(webshop)):
+        problems.append(f"webshop_api_url: {webshop!r} is not an http(s) URL")
     api_url = config.get("api_url")
     site = config.get("site")
     if api_url:

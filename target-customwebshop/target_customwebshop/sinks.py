@@ -28,8 +28,8 @@ from singer_sdk.sinks import RecordSink
 from sync_common.http import ApiClient, ApiError
 from sync_common.links import Link, content_hash
 from sync_common.matching import (
-    MAX_HELD,
     CandidateIndex,
+    HeldByKey,
     ambiguous_entry,
     email_key,
     name_key,
@@ -299,8 +299,7 @@ class CustomersSink(WebshopSink):
         super().__init__(target, *args, **kwargs)
         #: Unlinked Chargebee customers held until the tap's next state message, by e-mail
         #: key: several with one e-mail are ambiguous, whichever comes first.
-        self.held: dict[str, dict[str, dict]] = {}
-        self.held_keys: dict[str, str] = {}  # Chargebee id -> its key in `held`
+        self.held = HeldByKey()
 
     def process_record(self, record: dict, context: dict) -> None:
         key = email_key(record.get("email"))
@@ -312,22 +311,14 @@ class CustomersSink(WebshopSink):
         ):
             super().process_record(record, context)
             return
-        previous = self.held_keys.get(chargebee_id)
-        if previous is not None and previous != key:  # its e-mail changed within the run
-            self.held[previous].pop(chargebee_id, None)
-            if not self.held[previous]:
-                del self.held[previous]
-        self.held.setdefault(key, {})[chargebee_id] = record
-        self.held_keys[chargebee_id] = key
-        if len(self.held_keys) >= MAX_HELD:
+        if self.held.hold(chargebee_id, key, record):
             self.release_held()
 
     def release_held(self) -> None:
         """Decide the held customers (the target calls this at each state message and at
         the end): one per e-mail goes on to be matched or created; several Chargebee
         customers with one e-mail are neither (skipped, in `ambiguous_matches`)."""
-        held, self.held, self.held_keys = self.held, {}, {}
-        for records in held.values():
+        for records in self.held.take():
             if len(records) == 1:
                 super().process_record(next(iter(records.values())), {})
                 continue

@@ -12,10 +12,12 @@ from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecReader
 from singer_sdk.exceptions import ConfigValidationError
 
+from sync_common.chargebee import chargebee_base_url
 from sync_common.conflicts import CONFLICT_POLICY, EMPTY_OVERWRITES
 from sync_common.guard import MAX_DELETE_PERCENT, DeleteGuard
 from sync_common.http import ApiClient, preflight, webshop_error
-from sync_common.links import LinkStore, LinkStoreUnavailable
+from sync_common.links import CHARGEBEE_API_URL, CHARGEBEE_SITE, LinkedSystems, open_store
+from sync_common.matching import release_held
 from sync_common.report import RunReport, default_report_dir
 from target_customwebshop.plan import PlanningClient, PlanningLinks
 from target_customwebshop.sinks import SINKS
@@ -52,6 +54,8 @@ class TargetCustomwebshop(Target):
             description="SQLAlchemy URL of the link store; must be the one target-chargebee "
             "uses. Default: SQLite inside the Meltano project.",
         ),
+        CHARGEBEE_SITE,
+        CHARGEBEE_API_URL,
         CONFLICT_POLICY,
         EMPTY_OVERWRITES,
         MAX_DELETE_PERCENT,
@@ -75,29 +79,32 @@ class TargetCustomwebshop(Target):
         super().__init__(*args, **kwargs)
         self.dry_run = bool(self.config.get("dry_run"))
         self.source_record: dict | None = None
-        if not re.match(r"^https?://[^/\s]+", self.config["api_url"]):
-            errors = [f"api_url: {self.config['api_url']!r} is not an http(s) URL"]
+        errors = settings_problems(self.config)
+        if errors and kwargs.get("validate_config", True):
             raise ConfigValidationError("Config validation failed", errors=errors)
         api = ApiClient(
             self.config["api_url"],
             auth_headers={"X-API-Key": self.config["api_key"]},
             parse_error=webshop_error,
         )
-        try:
-            links = LinkStore(self.config.get("link_store_url"))
-        except LinkStoreUnavailable as exc:
-            raise ConfigValidationError(
-                "Config validation failed", errors=[f"link_store_url: {exc}"]
-            ) from None
+        links = open_store(self.config.get("link_store_url"), self.linked_systems())
         if kwargs.get("validate_config", True):
             preflight(api, "/customers", "the webshop")
         self.api = PlanningClient(api) if self.dry_run else api
         self.links = PlanningLinks(links) if self.dry_run else links
-        self.report = RunReport(self.name, dry_run=self.dry_run, logger=self.logger)
+        self.report = RunReport(
+            self.name, run_id=links.run_id, dry_run=self.dry_run, logger=self.logger
+        )
         self.delete_guard = DeleteGuard(self.links, self.config.get("max_delete_percent"))
         #: Unlinked Chargebee items of this run (sink, record): their prices match a product
         #: by the item's name too, and merge the item into it once linked.
         self.unlinked_items: dict[str, tuple] = {}
+
+    def linked_systems(self) -> LinkedSystems | None:
+        site, url = self.config.get("chargebee_site"), self.config.get("chargebee_api_url")
+        if not (site or url):
+            return None
+        return LinkedSystems.of(self.config["api_url"], chargebee_base_url(site, url))
 
     def get_sink_class(self, stream_name: str) -> type[Sink]:
         if stream_name not in SINKS:
@@ -110,12 +117,9 @@ class TargetCustomwebshop(Target):
         super()._process_state_message(message_dict)
 
     def _release_held(self) -> None:
-        """Records held back for first-contact matching (CustomersSink) are decided before a
-        state message may cover them, and at the end."""
-        for sink in list(self._sinks_active.values()):
-            release = getattr(sink, "release_held", None)
-            if release is not None:
-                release()
+        """Records held back for first-contact matching are decided before a state message
+        may cover them, and at the end."""
+        release_held(list(self._sinks_active.values()))
 
     def _process_record_message(self, message_dict: dict) -> None:
         """Keeps the record before the maps for the sinks (no public hook shows it; tests pin
@@ -139,6 +143,21 @@ class TargetCustomwebshop(Target):
             self.logger.info("Dry run: nothing was written and no state is emitted.")
         self.links.close()
         self.api.close()
+
+
+def settings_problems(config: dict) -> list[str]:
+    """Settings that are missing or malformed, each message naming its setting."""
+    problems = []
+    for name, required in (("api_url", True), ("chargebee_api_url", False)):
+        value = config.get(name)
+        if (value or required) and not re.match(r"^https?://[^/\s]+", str(value or "")):
+            problems.append(f"{name}: {value!r} is not an http(s) URL")
+    if not (config.get("chargebee_site") or config.get("chargebee_api_url")):
+        problems.append(
+            "chargebee_site: missing (or set chargebee_api_url): the Chargebee site the "
+            "records come from; the link store is bound to it and to this webshop"
+        )
+    return problems
 
 
 if __name__ == "__main__":
