@@ -67,13 +67,15 @@ def fault_rows(request) -> list:
 
 
 def pytest_runtest_logreport(report) -> None:
+    """Collects, in the process that prints the summary (xdist's controller too), the fault
+    table's rows and the convergence test's summary lines."""
     if report.when == "teardown":
-        rows = [value for name, value in report.user_properties if name == "fault_row"]
-        if rows:
-            _ROWS.extend(rows)  # in the process that prints the summary (xdist's controller)
+        for name, value in report.user_properties:
+            if name in _LINES:
+                _LINES[name].append(value)
 
 
-_ROWS: list[str] = []
+_LINES: dict[str, list[str]] = {"fault_row": [], "convergence": []}
 
 
 @pytest.fixture(scope="session")
@@ -86,11 +88,14 @@ def baseline(tmp_path_factory):
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    if not _ROWS:
-        return
-    from tests.fault_ledger import HEADER
+    if _LINES["convergence"]:
+        terminalreporter.section("two-way convergence (tests/test_convergence.py)")
+        for line in _LINES["convergence"]:
+            terminalreporter.write_line(line)
+    if _LINES["fault_row"]:
+        from tests.fault_ledger import HEADER
 
-    terminalreporter.section("faults: records expected, found, duplicated and lost")
-    terminalreporter.write_line(HEADER)
-    for row in _ROWS:
-        terminalreporter.write_line(row)
+        terminalreporter.section("faults: records expected, found, duplicated and lost")
+        terminalreporter.write_line(HEADER)
+        for row in _LINES["fault_row"]:
+            terminalreporter.write_line(row)
