@@ -71,8 +71,6 @@ class WebshopSink(RecordSink):
     #: the webshop resource written, and the link-store resource (forward stream) it uses
     webshop_resource: ClassVar[str]
     link_resource: ClassVar[str]
-    #: other link resources that point at the same webshop record (products: item + price)
-    sibling_links: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, target: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(target, *args, **kwargs)
@@ -414,7 +412,6 @@ class ItemsSink(WebshopSink):
 
     webshop_resource = "products"
     link_resource = "items"
-    sibling_links = ("item_prices",)
 
     def __init__(self, target: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(target, *args, **kwargs)
@@ -433,7 +430,6 @@ class ItemPricesSink(WebshopSink):
 
     webshop_resource = "products"
     link_resource = "item_prices"
-    sibling_links = ("items",)
 
     def __init__(self, target: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(target, *args, **kwargs)
@@ -526,7 +522,6 @@ class OrdersSink(WebshopSink):
     """Status, tracking and dates of linked orders; orders born in Chargebee are reported."""
 
     webshop_resource = link_resource = "orders"
-    sibling_links = ("invoices",)
 
 
 SINKS = {
