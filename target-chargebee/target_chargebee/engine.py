@@ -717,7 +717,10 @@ class Engine:
             self._plan_write(job, operation, {key: params[key] for key in body})  # what is sent
             return dict(body)
         previous = job.link.chargebee_hash if job.link else ("again" if job.recreated else None)
-        key = idempotency_key(job.resource, operation, job.chargebee_id, path, body, previous)
+        # the version the write was decided against: the same body after an edit made in
+        # Chargebee (A, then B there, then A again) is a new write, not a replay of the first
+        read = (job.remote or {}).get("resource_version")
+        key = idempotency_key(job.resource, operation, job.chargebee_id, path, body, previous, read)
         answer = self._unlocked(self.api.post, path, body, idempotency_key=key)
         self.writes[f"{job.resource}.{operation}"] += 1
         obj = answer.get(object_name or job.sink.object_name) or {}

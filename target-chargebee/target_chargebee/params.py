@@ -162,9 +162,10 @@ def split_hash(value: str | None) -> dict[str, str]:
 
 def idempotency_key(resource: str, operation: str, object_id: str, *content: Any) -> str:
     """`chargebee-idempotency-key` for one write: a readable prefix and a digest of everything
-    that makes the write what it is. The digest covers the previous state (the link's hash)
-    too, so A→B→A edits within Chargebee's 30-minute window are not answered from its replay
-    cache, while a retry of the same write (same record, same previous state) is. ≤100 chars."""
+    that makes the write what it is. The digest covers the previous state (the link's hash,
+    and the Chargebee version read) too, so A→B→A edits (B made in Chargebee, say) are not
+    answered from its 30-minute replay cache, while a retry of the same write (same record,
+    same previous state) is. ≤100 chars."""
     prefix = f"{resource}.{operation}.{object_id}"[:55]
     return f"{prefix}.{digest([resource, operation, object_id, *content], 40)}"
 
