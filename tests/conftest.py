@@ -3,6 +3,9 @@ against them (tests/harness.py)."""
 
 from __future__ import annotations
 
+import uuid
+
+import psycopg
 import pytest
 
 from sync_sandbox.process import RunningSandbox, start_sandbox
@@ -33,6 +36,29 @@ def shop(tmp_path):
 @pytest.fixture
 def sync(tmp_path, shop, chargebee) -> Sync:
     return Sync(tmp_path, shop, chargebee)
+
+
+#: The machine's PostgreSQL (trust auth): tests make a fresh database each and drop it.
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture
+def pg_database():
+    """The URL of a new, empty PostgreSQL database, dropped after the test."""
+    name = f"sync_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """A link store URL on each database the store supports."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'links.db'}"
+    return request.getfixturevalue("pg_database")
 
 
 #: A smaller webshop for the two-way tests.

@@ -8,9 +8,7 @@ import datetime
 import decimal
 import multiprocessing
 import threading
-import uuid
 
-import psycopg
 import pytest
 import sqlalchemy
 
@@ -23,21 +21,6 @@ from sync_common.links import (
     content_hash,
     default_link_store_url,
 )
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'links.db'}"
-        return
-    name = f"links_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def test_links_keep_both_ids_versions_and_hashes(store_url):

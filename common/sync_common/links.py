@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+import typing as t
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +30,21 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 from sync_common.report import current_run_id
+from sync_common.run_lock import RunLock
 
 Side = Literal["webshop", "chargebee"]
 
 #: A version as the API gives it: webshop `version` / `updated_at`, Chargebee
 #: `resource_version`. Stored as JSON so it reads back with its type and compares equal.
 Version = int | str | None
+
+
+def superseded(version: Version, accounted: Version) -> bool:
+    """A record read at an older version than the one its link accounts for: another run
+    wrote (or saw) a newer one after this was read, so nothing in it is news. Both APIs'
+    versions grow with every write (webshop `version`, Chargebee `resource_version`)."""
+    both_numbers = isinstance(version, int) and isinstance(accounted, int)
+    return both_numbers and t.cast(int, version) < t.cast(int, accounted)
 
 
 def content_hash(mapping: Any) -> str:
@@ -279,6 +289,8 @@ class LinkStore:
         if parsed.get_backend_name() not in ("sqlite", "postgresql"):
             raise LinkStoreUnavailable(f"unsupported link store database: {parsed.drivername}")
         self._where = parsed.render_as_string(hide_password=True)
+        self._url = parsed
+        self._run_lock: RunLock | None = None
         self._insert = (
             postgresql.insert if parsed.get_backend_name() == "postgresql" else sqlite.insert
         )
@@ -316,10 +328,20 @@ class LinkStore:
             db.execute(_bound.delete())
         self.systems = self._bind(systems)
 
+    def run_lock(self) -> RunLock:
+        """The lock a run of this store's pair holds while it writes (sync_common.run_lock);
+        closing the store lets go of it."""
+        if self._run_lock is None:
+            pair = self.systems.key if self.systems is not None else "unbound"
+            self._run_lock = RunLock(self._engine, self._url, pair)
+        return self._run_lock
+
     def __repr__(self) -> str:
         return f"LinkStore({self._where!r})"
 
     def close(self) -> None:
+        if self._run_lock is not None:
+            self._run_lock.release()
         self._engine.dispose()
 
     # ---------------------------------------------------------------- links

@@ -82,6 +82,8 @@ class RunReport:
         self.notes: list[str] = []
         #: Edits overruled by the conflict policy: both versions, never dropped silently.
         self.conflicts: list[dict[str, Any]] = []
+        #: Seconds this run waited for another run of the same pair (sync_common.run_lock).
+        self.run_lock_waited = 0.0
 
     def received(self, stream: str) -> None:
         self.records_in[stream] += 1
@@ -153,6 +155,7 @@ class RunReport:
             "started_at": self.started.isoformat(timespec="seconds"),
             "finished_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "seconds": seconds,
+            "run_lock_waited_seconds": round(self.run_lock_waited, 1),
             "records": records,
             "records_per_second": round(records / seconds, 1) if seconds else None,
             "streams": per_stream,

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from sync_common.chargebee import ChargebeeClient
 from sync_common.guard import DeleteGuard
 from sync_common.http import ApiError
+from sync_common.links import superseded
 from sync_common.merge import SOURCE_RECORD, conflict_entry, merge_fields, same
 from sync_common.report import RunReport
 from target_chargebee.params import (
@@ -472,6 +473,8 @@ class Engine:
         Chargebee), or no mapped field differs from the base."""
         link = job.link
         assert link is not None
+        if superseded(job.webshop_version, link.webshop_version):
+            return True  # read before an overlapping run's newer write: that run merged it
         source = job.sink.merged(job)
         fields = as_fields(source)
         if link.webshop_version is not None and job.webshop_version == link.webshop_version:

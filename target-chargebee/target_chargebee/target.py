@@ -20,6 +20,7 @@ from sync_common.http import preflight
 from sync_common.links import WEBSHOP_API_URL, LinkedSystems, open_store
 from sync_common.matching import release_held
 from sync_common.report import default_report_dir
+from sync_common.run_lock import RUN_LOCK_WAIT, hold_for_run
 from target_chargebee.engine import Engine
 from target_chargebee.sinks import SINKS, DroppedStreamSink
 from target_chargebee.store import Links
@@ -116,6 +117,7 @@ class TargetChargebee(Target):
         CONFLICT_POLICY,
         EMPTY_OVERWRITES,
         MAX_DELETE_PERCENT,
+        RUN_LOCK_WAIT,
         th.Property(
             "report_dir",
             th.StringType,
@@ -151,10 +153,16 @@ class TargetChargebee(Target):
                 chargebee_base_url(config.get("site"), config.get("api_url")),
             )
         links = t.cast(Links, open_store(config.get("link_store_url"), systems, store=Links))
+        waited = 0.0
         if check:
             url_setting = "api_url" if config.get("api_url") else "site"
             preflight(api, "/customers", "Chargebee", url_setting)
-        return Engine(api=api, links=links, settings=dict(config), logger=self.logger)
+            if not config.get("dry_run"):  # a dry run writes nothing: it need not wait
+                lock, wait = links.run_lock(), config.get("run_lock_wait")
+                waited = hold_for_run(lock, self.name, links.run_id, wait, self.logger)
+        engine = Engine(api=api, links=links, settings=dict(config), logger=self.logger)
+        engine.report.run_lock_waited = waited
+        return engine
 
     # ------------------------------------------------------------------ sinks
 

@@ -19,6 +19,7 @@ from sync_common.http import ApiClient, preflight, webshop_error
 from sync_common.links import CHARGEBEE_API_URL, CHARGEBEE_SITE, LinkedSystems, open_store
 from sync_common.matching import release_held
 from sync_common.report import RunReport, default_report_dir
+from sync_common.run_lock import RUN_LOCK_WAIT, hold_for_run
 from target_customwebshop.plan import PlanningClient, PlanningLinks
 from target_customwebshop.sinks import SINKS
 
@@ -59,6 +60,7 @@ class TargetCustomwebshop(Target):
         CONFLICT_POLICY,
         EMPTY_OVERWRITES,
         MAX_DELETE_PERCENT,
+        RUN_LOCK_WAIT,
         th.Property(
             "dry_run",
             th.BooleanType,
@@ -88,13 +90,18 @@ class TargetCustomwebshop(Target):
             parse_error=webshop_error,
         )
         links = open_store(self.config.get("link_store_url"), self.linked_systems())
+        waited = 0.0
         if kwargs.get("validate_config", True):
             preflight(api, "/customers", "the webshop")
+            if not self.dry_run:  # a dry run writes nothing: it need not wait
+                lock, wait = links.run_lock(), self.config.get("run_lock_wait")
+                waited = hold_for_run(lock, self.name, links.run_id, wait, self.logger)
         self.api = PlanningClient(api) if self.dry_run else api
         self.links = PlanningLinks(links) if self.dry_run else links
         self.report = RunReport(
             self.name, run_id=links.run_id, dry_run=self.dry_run, logger=self.logger
         )
+        self.report.run_lock_waited = waited
         self.delete_guard = DeleteGuard(self.links, self.config.get("max_delete_percent"))
         #: Unlinked Chargebee items of this run (sink, record): their prices match a product
         #: by the item's name too, and merge the item into it once linked.

@@ -1,0 +1,191 @@
+"""One writer at a time per pair of systems: the lock a target holds from its start to its
+end, so two runs for the same pair (an orchestrator's overlapping schedules, a retry started
+while a run hangs, a second runner on another machine) never interleave their writes.
+
+It lives where the link store lives, so everyone who shares the store shares the lock: a
+session-level PostgreSQL advisory lock keyed by the pair (tenants sharing one database lock
+apart), or an exclusive `flock` on a file beside a SQLite store. The operating system or the
+database lets go when the process ends, however it ends: no stale lock outlives a killed run.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import hashlib
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+import sqlalchemy as sa
+from singer_sdk import typing as th
+
+#: Seconds a run waits for the lock by default: longer than most runs, shorter than a hang.
+DEFAULT_WAIT = 600
+#: The setting both targets declare.
+RUN_LOCK_WAIT = th.Property(
+    "run_lock_wait",
+    th.IntegerType,
+    default=DEFAULT_WAIT,
+    description="Seconds to wait for another run of the same pair of systems to finish (it "
+    "holds the link store's run lock) before stopping with a message naming that run. 0: "
+    "stop at once.",
+)
+#: Seconds between two tries while another run holds the lock.
+POLL_SECONDS = 0.5
+#: First key of the two-int advisory lock: this product's lock space in a shared database.
+_ADVISORY_SPACE = 0x5C11
+
+
+class RunLockHeld(Exception):  # noqa: N818 (reads as what happened)
+    """Another run holds the lock for longer than this run was allowed to wait."""
+
+
+def holder_description(plugin: str, run_id: str) -> str:
+    """Who holds the lock, as the waiting run's message names it (never a secret)."""
+    started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{plugin} run {run_id} (pid {os.getpid()} on {socket.gethostname()}, since {started})"
+
+
+class RunLock:
+    """The run lock of one link store (`url`, `engine`) for the pair with key `pair_key`."""
+
+    def __init__(self, engine: sa.Engine, url: sa.URL, pair_key: str) -> None:
+        self._engine, self._url, self._pair_key = engine, url, pair_key
+        self._file: IO[str] | None = None
+        self._connection: sa.Connection | None = None
+
+    @property
+    def _on_postgresql(self) -> bool:
+        return self._url.get_backend_name() == "postgresql"
+
+    def acquire(
+        self, holder: str, wait_seconds: float, on_wait: Callable[[str], None] | None = None
+    ) -> float:
+        """Take the lock, waiting up to `wait_seconds` while another run holds it (`on_wait`
+        is told who, once). Returns the seconds waited; raises RunLockHeld naming the holder."""
+        started = time.monotonic()
+        told = False
+        while not self._try(holder):
+            waited = time.monotonic() - started
+            current = self.holder() or "another run (it did not say which)"
+            if waited >= wait_seconds:
+                raise RunLockHeld(
+                    f"the link store {self._url.render_as_string(hide_password=True)} is in use "
+                    f"by {current}; waited {waited:.0f} s (run_lock_wait = {wait_seconds:g}). "
+                    "Let that run finish, or stop it; a run that was killed lets go at once."
+                )
+            if not told and on_wait is not None:
+                on_wait(current)
+                told = True
+            time.sleep(min(POLL_SECONDS, max(wait_seconds - waited, 0.01)))
+        return time.monotonic() - started
+
+    def _try(self, holder: str) -> bool:
+        if self._on_postgresql:
+            return self._try_advisory(holder)
+        if self._url.database in (None, "", ":memory:"):
+            return True  # a store in memory is this process's alone
+        return self._try_file(holder)
+
+    def _try_file(self, holder: str) -> bool:
+        path = self._file_path()
+        handle = open(path, "a+")  # noqa: SIM115 (kept open while the lock is held)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        os.chmod(path, 0o600)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(holder)
+        handle.flush()
+        self._file = handle
+        return True
+
+    def _try_advisory(self, holder: str) -> bool:
+        connection = self._engine.connect()
+        # the waiting run reads the holder from pg_stat_activity (63 characters at most)
+        connection.execute(sa.text("SELECT set_config('application_name', :name, false)"),
+                           {"name": holder[:63]})  # fmt: skip
+        got = connection.execute(
+            sa.text("SELECT pg_try_advisory_lock(:space, :key)"),
+            {"space": _ADVISORY_SPACE, "key": self._advisory_key()},
+        ).scalar()
+        connection.commit()  # a session lock outlives the transaction; the session is kept
+        if got:
+            self._connection = connection
+        else:
+            connection.close()
+        return bool(got)
+
+    def holder(self) -> str | None:
+        """Who holds the lock now, if anyone says."""
+        if self._on_postgresql:
+            query = sa.text(
+                "SELECT a.application_name, a.pid, a.client_addr, a.backend_start "
+                "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :space "
+                "AND l.objid = :key AND l.database = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+            key = self._advisory_key() & 0xFFFFFFFF  # pg_locks shows the key as an oid
+            with self._engine.connect() as db:
+                row = db.execute(query, {"space": _ADVISORY_SPACE, "key": key}).first()
+            if row is None:
+                return None
+            return f"{row.application_name} (database session of pid {row.pid})"
+        try:
+            with open(self._file_path()) as handle:
+                return handle.read().strip() or None
+        except OSError:
+            return None
+
+    def release(self) -> None:
+        if self._connection is not None:
+            self._connection.execute(
+                sa.text("SELECT pg_advisory_unlock(:space, :key)"),
+                {"space": _ADVISORY_SPACE, "key": self._advisory_key()},
+            )
+            self._connection.close()
+            self._connection = None
+        if self._file is not None:
+            self._file.close()  # closing the only descriptor lets go of the flock
+            self._file = None
+
+    def _file_path(self) -> str:
+        return f"{self._url.database}.run-lock"
+
+    def _advisory_key(self) -> int:
+        """The pair as a signed 32-bit int: the second key of pg_try_advisory_lock."""
+        value = int.from_bytes(hashlib.sha256(self._pair_key.encode()).digest()[:4], "big")
+        return value - (1 << 32) if value >= 1 << 31 else value
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        self.release()
+
+
+def hold_for_run(lock: RunLock, plugin: str, run_id: str, wait: int | None, logger: Any) -> float:
+    """Take the run lock for a target's run, before its first write; the seconds waited. When
+    another run holds it past `wait` seconds (the run_lock_wait setting) this run stops (exit
+    1) with that run's name."""
+    wait_seconds = DEFAULT_WAIT if wait is None else wait
+    try:
+        return lock.acquire(
+            holder_description(plugin, run_id),
+            wait_seconds,
+            on_wait=lambda who: logger.warning(
+                "Waiting up to %g s for %s to finish: it holds the link store's run lock",
+                wait_seconds,
+                who,
+            ),
+        )
+    except RunLockHeld as exc:
+        logger.error("Stopped before any write: %s", exc)
+        raise SystemExit(1) from None
