@@ -205,7 +205,8 @@ def cmd_list(store: LinkStore, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_dead_letters(store: LinkStore, args: argparse.Namespace, out: TextIO) -> int:
-    # Every field of DeadLetter, whatever it holds now or later (attempts, resolution).
+    # Every field of DeadLetter, whatever it holds now or later (attempts, resolution). All
+    # dead letters: the store keeps no resolved ones apart yet.
     letters = [dataclasses.asdict(letter) for letter in store.dead_letters(args.run_id)]
     if args.stream:
         letters = [letter for letter in letters if letter["stream"] == args.stream]
