@@ -126,8 +126,7 @@ def default_link_store_url(systems: LinkedSystems | None = None) -> str:
     system directory is `$MELTANO_SYS_DIR_ROOT` when that is set."""
     root = Path(os.environ.get("MELTANO_PROJECT_ROOT") or ".")
     system = Path(os.environ.get("MELTANO_SYS_DIR_ROOT") or root / ".meltano")
-    directory = (system / "sync").resolve()
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = (system / "sync").resolve()  # made when a store is created, not here
     legacy = directory / "links.db"
     if systems is None:
         return f"sqlite:///{legacy}"
@@ -160,6 +159,10 @@ def _bound_to(url: str) -> LinkedSystems | None:
 
 class LinkStoreUnavailable(Exception):  # noqa: N818  (reads better than ...Error at call sites)
     """The database cannot be opened or reached."""
+
+
+class NoLinkStore(LinkStoreUnavailable):
+    """There is no store at the URL, and the caller only looks (it must not create one)."""
 
 
 class LinkStoreBoundElsewhere(Exception):  # noqa: N818
@@ -273,7 +276,8 @@ class LinkStore:
     `systems`: the pair this run syncs; a store bound to another pair is refused
     (LinkStoreBoundElsewhere), an unbound one is bound to it. Without it (a look at a store)
     nothing is checked. `run_id` labels this run's dead letters: by default Meltano's run id
-    (`MELTANO_RUN_ID`) when it gives one, else a fresh one."""
+    (`MELTANO_RUN_ID`) when it gives one, else a fresh one. `must_exist`: open a store some
+    run made, never create one (NoLinkStore instead)."""
 
     def __init__(
         self,
@@ -281,6 +285,7 @@ class LinkStore:
         *,
         systems: LinkedSystems | None = None,
         run_id: str | None = None,
+        must_exist: bool = False,
     ) -> None:
         self.run_id = run_id or current_run_id()
         parsed = make_url(url or default_link_store_url(systems))
@@ -288,7 +293,8 @@ class LinkStore:
             parsed = parsed.set(drivername="postgresql+psycopg")
         if parsed.get_backend_name() not in ("sqlite", "postgresql"):
             raise LinkStoreUnavailable(f"unsupported link store database: {parsed.drivername}")
-        self._where = parsed.render_as_string(hide_password=True)
+        #: Where the store is, password masked: for messages.
+        self.location = parsed.render_as_string(hide_password=True)
         self._url = parsed
         self._run_lock: RunLock | None = None
         self._insert = (
@@ -298,12 +304,14 @@ class LinkStore:
             self._engine = sa.create_engine(parsed, pool_pre_ping=True)
             if parsed.get_backend_name() == "sqlite":
                 sa.event.listen(self._engine, "connect", _sqlite_pragmas)
+            if must_exist and not _exists(self._engine, parsed):
+                raise NoLinkStore(f"there is no link store at {self.location}")
             _make_private(parsed)
             _migrate(self._engine, parsed)
             self.systems = self._bind(systems) if systems is not None else None
         except sa.exc.SQLAlchemyError as exc:
             raise LinkStoreUnavailable(
-                f"cannot open {self._where}: {getattr(exc, 'orig', None) or exc}"
+                f"cannot open {self.location}: {getattr(exc, 'orig', None) or exc}"
             ) from None
 
     def _bind(self, systems: LinkedSystems) -> LinkedSystems:
@@ -314,12 +322,19 @@ class LinkStore:
             bound = db.execute(sa.select(_bound.c.webshop, _bound.c.chargebee)).one()
         if (bound.webshop, bound.chargebee) != (systems.webshop, systems.chargebee):
             raise LinkStoreBoundElsewhere(
-                f"the link store {self._where} links {LinkedSystems(*bound)}, but this run "
+                f"the link store {self.location} links {LinkedSystems(*bound)}, but this run "
                 f"syncs {systems}: its links would pair records of other systems. Leave "
                 "link_store_url unset (each pair of systems gets its own store) or point it "
                 "at this pair's store."
             )
         return systems
+
+    def bound_to(self) -> tuple[LinkedSystems, datetime.datetime] | None:
+        """The pair the store is bound to, and since when (None: no run has bound it)."""
+        with self._engine.connect() as db:
+            row = db.execute(sa.select(_bound.c.webshop, _bound.c.chargebee,
+                                       _bound.c.bound_at)).first()  # fmt: skip
+        return (LinkedSystems(row.webshop, row.chargebee), row.bound_at) if row else None
 
     def rebind(self, systems: LinkedSystems) -> None:
         """Bind the store to another pair: for systems that moved to another address with
@@ -337,7 +352,7 @@ class LinkStore:
         return self._run_lock
 
     def __repr__(self) -> str:
-        return f"LinkStore({self._where!r})"
+        return f"LinkStore({self.location!r})"
 
     def close(self) -> None:
         if self._run_lock is not None:
@@ -351,6 +366,47 @@ class LinkStore:
         query = sa.select(sa.func.count()).where(_links.c.resource == resource)
         with self._engine.connect() as db:
             return db.execute(query).scalar_one()
+
+    def counts(self) -> dict[str, int]:
+        """How many records are linked, by resource."""
+        query = sa.select(_links.c.resource, sa.func.count()).group_by(_links.c.resource)
+        with self._engine.connect() as db:
+            return dict(sorted(db.execute(query).tuples()))
+
+    def links(self, resource: str | None = None) -> list[Link]:
+        """The links of `resource` (of every resource when None), oldest first."""
+        query = sa.select(*_LINK_COLUMNS).order_by(_links.c.resource, _links.c.id)
+        if resource is not None:
+            query = query.where(_links.c.resource == resource)
+        with self._engine.connect() as db:
+            return [Link(**row._mapping) for row in db.execute(query)]
+
+    def find(
+        self,
+        *,
+        webshop_id: str | None = None,
+        chargebee_id: str | None = None,
+        resource: str | None = None,
+    ) -> list[Link]:
+        """The links of the record with that id on either side, in every resource (or one):
+        a webshop product's id is its item's and its prices' too."""
+        query = sa.select(*_LINK_COLUMNS).where(_side_is(webshop_id, chargebee_id))
+        if resource is not None:
+            query = query.where(_links.c.resource == resource)
+        with self._engine.connect() as db:
+            return [Link(**row._mapping) for row in db.execute(query.order_by(_links.c.id))]
+
+    def forget(
+        self, resource: str, *, webshop_id: str | None = None, chargebee_id: str | None = None
+    ) -> Link | None:
+        """Delete one link, so that the next run meets the record as unlinked and matches it
+        again (first contact); the link deleted, or None when there was none."""
+        delete = _links.delete().where(
+            _links.c.resource == resource, _side_is(webshop_id, chargebee_id)
+        )
+        with self._engine.begin() as db:
+            row = db.execute(delete.returning(*_LINK_COLUMNS)).first()
+        return Link(**row._mapping) if row else None
 
     def get_by_webshop(self, resource: str, webshop_id: str) -> Link | None:
         return self._one(resource, _links.c.webshop_id == str(webshop_id))
@@ -454,6 +510,23 @@ class LinkStore:
             query = query.where(_dead_letters.c.run_id == run_id)
         with self._engine.connect() as db:
             return [DeadLetter(**row._mapping) for row in db.execute(query)]
+
+
+def _side_is(webshop_id: str | None, chargebee_id: str | None) -> sa.ColumnElement[bool]:
+    """The record with that id on one side (exactly one of the two is given)."""
+    if (webshop_id is None) == (chargebee_id is None):
+        raise ValueError("give either webshop_id or chargebee_id")
+    if webshop_id is not None:
+        return _links.c.webshop_id == str(webshop_id)
+    return _links.c.chargebee_id == str(chargebee_id)
+
+
+def _exists(engine: sa.Engine, url: sa.URL) -> bool:
+    """Whether a run made a store there (SQLite would create the file on connecting)."""
+    in_memory = url.database in (None, "", ":memory:")
+    if url.get_backend_name() == "sqlite" and (in_memory or not Path(url.database).is_file()):
+        return False
+    return sa.inspect(engine).has_table("links")
 
 
 def _make_private(url: sa.URL) -> None:
