@@ -101,7 +101,7 @@ def pytest_runtest_logreport(report) -> None:
                 _LINES[name].append(value)
 
 
-_LINES: dict[str, list[str]] = {"fault_row": [], "convergence": []}
+_LINES: dict[str, list[str]] = {"fault_row": [], "convergence": [], "tenants": []}
 
 
 @pytest.fixture(scope="session")
@@ -117,6 +117,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     if _LINES["convergence"]:
         terminalreporter.section("two-way convergence (tests/test_convergence.py)")
         for line in _LINES["convergence"]:
+            terminalreporter.write_line(line)
+    if _LINES["tenants"]:
+        terminalreporter.section("three tenants in parallel (tests/test_tenants.py)")
+        for line in _LINES["tenants"]:
             terminalreporter.write_line(line)
     if _LINES["fault_row"]:
         from tests.fault_ledger import HEADER

@@ -17,6 +17,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import IO, Any
 
 import sqlalchemy as sa
@@ -49,26 +50,63 @@ def holder_description(plugin: str, run_id: str) -> str:
     return f"{plugin} run {run_id} (pid {os.getpid()} on {socket.gethostname()}, since {started})"
 
 
+@dataclass
+class _Hold:
+    """A lock this process holds: the open file or database session that holds it, and how
+    many RunLocks of this process share it."""
+
+    file: IO[str] | None = None
+    connection: sa.Connection | None = None
+    count: int = 1
+
+
+#: The locks this process holds, by what they lock. A second target in one process (the
+#: SDK's in-process tests) is part of the same run, not another one: it shares the hold.
+_HELD: dict[tuple[str, ...], _Hold] = {}
+
+
 class RunLock:
     """The run lock of one link store (`url`, `engine`) for the pair with key `pair_key`."""
 
     def __init__(self, engine: sa.Engine, url: sa.URL, pair_key: str) -> None:
         self._engine, self._url, self._pair_key = engine, url, pair_key
-        self._file: IO[str] | None = None
-        self._connection: sa.Connection | None = None
+        self._holding = False
 
     @property
     def _on_postgresql(self) -> bool:
         return self._url.get_backend_name() == "postgresql"
+
+    @property
+    def _in_memory(self) -> bool:
+        return not self._on_postgresql and self._url.database in (None, "", ":memory:")
+
+    @property
+    def _key(self) -> tuple[str, ...]:
+        if self._on_postgresql:
+            return ("postgresql", self._url.render_as_string(), self._pair_key)
+        return ("sqlite", os.path.realpath(self._file_path()))
 
     def acquire(
         self, holder: str, wait_seconds: float, on_wait: Callable[[str], None] | None = None
     ) -> float:
         """Take the lock, waiting up to `wait_seconds` while another run holds it (`on_wait`
         is told who, once). Returns the seconds waited; raises RunLockHeld naming the holder."""
+        if self._holding:
+            return 0.0
+        if self._url.get_backend_name() == "sqlite" and self._url.database in (
+            None,
+            "",
+            ":memory:",
+        ):
+            self._holding = True  # a store in memory is this process's alone
+            return 0.0
+        if (shared := _HELD.get(self._key)) is not None:
+            shared.count += 1
+            self._holding = True
+            return 0.0
         started = time.monotonic()
         told = False
-        while not self._try(holder):
+        while (hold := self._try(holder)) is None:
             waited = time.monotonic() - started
             current = self.holder() or "another run (it did not say which)"
             if waited >= wait_seconds:
@@ -81,32 +119,31 @@ class RunLock:
                 on_wait(current)
                 told = True
             time.sleep(min(POLL_SECONDS, max(wait_seconds - waited, 0.01)))
+        _HELD[self._key] = hold
+        self._holding = True
         return time.monotonic() - started
 
-    def _try(self, holder: str) -> bool:
+    def _try(self, holder: str) -> _Hold | None:
         if self._on_postgresql:
             return self._try_advisory(holder)
-        if self._url.database in (None, "", ":memory:"):
-            return True  # a store in memory is this process's alone
         return self._try_file(holder)
 
-    def _try_file(self, holder: str) -> bool:
+    def _try_file(self, holder: str) -> _Hold | None:
         path = self._file_path()
         handle = open(path, "a+")  # noqa: SIM115 (kept open while the lock is held)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            return False
+            return None
         os.chmod(path, 0o600)
         handle.seek(0)
         handle.truncate()
         handle.write(holder)
         handle.flush()
-        self._file = handle
-        return True
+        return _Hold(file=handle)
 
-    def _try_advisory(self, holder: str) -> bool:
+    def _try_advisory(self, holder: str) -> _Hold | None:
         connection = self._engine.connect()
         # the waiting run reads the holder from pg_stat_activity (63 characters at most)
         connection.execute(sa.text("SELECT set_config('application_name', :name, false)"),
@@ -117,17 +154,16 @@ class RunLock:
         ).scalar()
         connection.commit()  # a session lock outlives the transaction; the session is kept
         if got:
-            self._connection = connection
-        else:
-            connection.close()
-        return bool(got)
+            return _Hold(connection=connection)
+        connection.close()
+        return None
 
     def holder(self) -> str | None:
         """Who holds the lock now, if anyone says."""
         if self._on_postgresql:
             query = sa.text(
-                "SELECT a.application_name, a.pid, a.client_addr, a.backend_start "
-                "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "SELECT a.application_name, a.pid FROM pg_locks l "
+                "JOIN pg_stat_activity a ON a.pid = l.pid "
                 "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :space "
                 "AND l.objid = :key AND l.database = "
                 "(SELECT oid FROM pg_database WHERE datname = current_database())"
@@ -145,16 +181,24 @@ class RunLock:
             return None
 
     def release(self) -> None:
-        if self._connection is not None:
-            self._connection.execute(
+        if not self._holding:
+            return
+        self._holding = False
+        hold = None if self._in_memory else _HELD.get(self._key)
+        if hold is None:
+            return
+        hold.count -= 1
+        if hold.count:
+            return
+        del _HELD[self._key]
+        if hold.connection is not None:
+            hold.connection.execute(
                 sa.text("SELECT pg_advisory_unlock(:space, :key)"),
                 {"space": _ADVISORY_SPACE, "key": self._advisory_key()},
             )
-            self._connection.close()
-            self._connection = None
-        if self._file is not None:
-            self._file.close()  # closing the only descriptor lets go of the flock
-            self._file = None
+            hold.connection.close()
+        if hold.file is not None:
+            hold.file.close()  # closing the only descriptor lets go of the flock
 
     def _file_path(self) -> str:
         return f"{self._url.database}.run-lock"
@@ -163,12 +207,6 @@ class RunLock:
         """The pair as a signed 32-bit int: the second key of pg_try_advisory_lock."""
         value = int.from_bytes(hashlib.sha256(self._pair_key.encode()).digest()[:4], "big")
         return value - (1 << 32) if value >= 1 << 31 else value
-
-    def __enter__(self) -> RunLock:
-        return self
-
-    def __exit__(self, *_exc: Any) -> None:
-        self.release()
 
 
 def hold_for_run(lock: RunLock, plugin: str, run_id: str, wait: int | None, logger: Any) -> float:

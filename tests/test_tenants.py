@@ -1,0 +1,147 @@
+"""Tenants as an orchestrator runs them: three webshops, three Chargebee sites, one Meltano
+project, each tenant its own state (`--state-id-suffix`), all sharing one PostgreSQL database
+for Meltano's system database (and so the state) and for the link stores (a schema per
+tenant). The three `meltano run sync` run at once, with a second, overlapping run of one
+tenant (`--force`, as a retry of a run that seems to hang); then each tenant edits on both
+sides and the three run at once again. Every tenant ends with its own records only, equal on
+both sides, no duplicate, no lost edit, and a next sync that writes nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections import Counter
+
+import psycopg
+
+from sync_sandbox.process import start_sandbox
+from tests.harness import (
+    BIN,
+    CHARGEBEE_KEY,
+    REPO,
+    WEBSHOP_KEY,
+    TwoWaySync,
+    assert_mirrors,
+    cb_all,
+    cb_client,
+    expected_chargebee,
+    webshop_get,
+    webshop_patch,
+)
+
+TENANTS = ("tenant_a", "tenant_b", "tenant_c")
+GENERATE = "customers=12,products=6,orders=12"
+
+
+def tenant_sync(home, number: int, name: str, pg_database: str) -> TwoWaySync:
+    shop = start_sandbox(
+        "customwebshop", str(home / "shop.db"), WEBSHOP_KEY,
+        "--generate", GENERATE, "--seed", str(20 + number),
+    )  # fmt: skip
+    chargebee = start_sandbox("chargebee", str(home / "cb.db"), CHARGEBEE_KEY, "--site", name)
+    with psycopg.connect(pg_database, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {name}")
+    sync = TwoWaySync(home, shop, chargebee)
+    store = f"{pg_database}?options=-csearch_path%3D{name}"
+    sync.env.update(
+        TARGET_CHARGEBEE_LINK_STORE_URL=store,
+        TARGET_CUSTOMWEBSHOP_LINK_STORE_URL=store,
+        MELTANO_DATABASE_URI=pg_database.replace("postgresql://", "postgresql+psycopg://"),
+    )
+    return sync
+
+
+def start(sync: TwoWaySync, name: str, *extra: str) -> subprocess.Popen:
+    command = [*sync.command(), "--state-id-suffix", name, *extra]
+    return subprocess.Popen(
+        command, cwd=REPO, env=sync.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str]:
+    _, log = process.communicate(timeout=900)
+    return process.returncode, log
+
+
+def run_all(syncs: dict[str, TwoWaySync]) -> None:
+    for name, (code, log) in {n: finish(start(s, n)) for n, s in syncs.items()}.items():
+        assert code == 0, f"{name}: {log[-3000:]}"
+
+
+def duplicates(sync: TwoWaySync) -> int:
+    cb = Counter(c["email"] for c in cb_all(cb_client(sync.chargebee), "customers"))
+    shop = Counter(c["email"] for c in webshop_get(sync, "customers") if not c["deleted_at"])
+    return sum(n - 1 for n in cb.values() if n > 1) + sum(n - 1 for n in shop.values() if n > 1)
+
+
+def waited(sync: TwoWaySync) -> float:
+    reports = [json.loads(p.read_text()) for p in sync.reports.glob("*.json")]
+    return max(r["run_lock_waited_seconds"] for r in reports)
+
+
+def test_three_tenants_in_parallel_with_an_overlapping_run(tmp_path, pg_database, record_property):
+    syncs: dict[str, TwoWaySync] = {}
+    try:
+        for number, name in enumerate(TENANTS):
+            (tmp_path / name).mkdir()
+            syncs[name] = tenant_sync(tmp_path / name, number, name, pg_database)
+        first = syncs[TENANTS[0]]
+        # Meltano's system database is made once, as a deployment does before its schedules
+        subprocess.run([str(BIN / "meltano"), "state", "list"], cwd=REPO, env=first.env,
+                       check=True, capture_output=True)  # fmt: skip
+        first.chargebee.set_knobs(latency_ms=600)  # its forward sync lasts past the overlap
+        running = {name: start(sync, name) for name, sync in syncs.items()}
+        deadline = time.monotonic() + 300
+        while not first.target_processes() and time.monotonic() < deadline:
+            time.sleep(0.2)  # the first run's forward sync has started: it holds the lock
+        overlapping = start(first, TENANTS[0], "--force")
+        results = {name: finish(process) for name, process in running.items()}
+        overlap_code, overlap_log = finish(overlapping)
+        for name, (code, log) in results.items():
+            assert code == 0, f"{name}: {log[-3000:]}"
+        assert overlap_code == 0, overlap_log[-3000:]
+        first.chargebee.set_knobs(latency_ms=0)
+
+        edits: dict[str, tuple[int, int]] = {}
+        for name, sync in syncs.items():  # one edit on each side per tenant
+            customers = [c for c in webshop_get(sync, "customers") if not c["deleted_at"]]
+            shop_side, cb_side = customers[0]["id"], customers[1]["id"]
+            webshop_patch(sync, "customers", shop_side, {"company": f"{name} webshop edit"})
+            cb_client(sync.chargebee).Customer.update(
+                f"cws_{cb_side}", {"phone": f"+46 {len(name)} {cb_side}"}
+            )
+            edits[name] = (shop_side, cb_side)
+        run_all(syncs)
+
+        lines = []
+        for name, sync in syncs.items():
+            shop_side, cb_side = edits[name]
+            shop = {c["id"]: c for c in webshop_get(sync, "customers")}
+            remote = {c["id"]: c for c in cb_all(cb_client(sync.chargebee), "customers")}
+            lost = int(remote[f"cws_{shop_side}"]["company"] != f"{name} webshop edit")
+            lost += int(shop[cb_side]["phone"] != f"+46 {len(name)} {cb_side}")
+            assert_mirrors(sync, expected_chargebee(sync))  # its own records, all, alike
+            live = [c for c in shop.values() if not c["deleted_at"]]
+            assert len(remote) == len(live), f"{name}: {len(remote)} in Chargebee, {len(live)}"
+            records = sum(len(cb_all(cb_client(sync.chargebee), r)) for r in
+                          ("customers", "items", "item_prices", "invoices", "orders"))  # fmt: skip
+            lines.append(
+                f"tenant {name}: {records} Chargebee records, duplicates {duplicates(sync)}, "
+                f"lost {lost}, longest run-lock wait {waited(sync):.1f} s"
+            )
+            assert lost == 0 and duplicates(sync) == 0, lines[-1]
+        assert waited(first) >= 1, "the overlapping run did not wait for the first"
+        for sync in syncs.values():
+            sync.reset_counts()
+        run_all(syncs)
+        for name, sync in syncs.items():
+            assert sync.write_counts() == (Counter(), Counter()), name
+        for line in lines:
+            print(line)
+            record_property("tenants", line)
+    finally:
+        for sync in syncs.values():
+            sync.shop.stop()
+            sync.chargebee.stop()
