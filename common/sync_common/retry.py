@@ -50,8 +50,8 @@ TAP_CHARGEBEE_API_URL = th.Property(
 TAP_WEBSHOP_API_URL = th.Property(
     "webshop_api_url",
     th.StringType,
-    description="The webshop API target-customwebshop writes to (its api_url): with this "
-    "site, it names the pair of systems whose link store holds the dead letters to retry.",
+    description="The webshop API target-customwebshop writes to (its api_url): with site or "
+    "api_url, it names the pair of systems whose link store holds the dead letters to retry.",
 )
 
 

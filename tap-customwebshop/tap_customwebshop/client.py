@@ -145,9 +145,11 @@ def rfc3339(moment: datetime.datetime) -> str:
 
 
 def parse_time(value: str | datetime.datetime) -> datetime.datetime:
-    if isinstance(value, datetime.datetime):
-        return value
-    return datetime.datetime.fromisoformat(value)
+    """An API timestamp, a bookmark or start_date, aware (a start_date without zone is UTC)."""
+    moment = (
+        value if isinstance(value, datetime.datetime) else datetime.datetime.fromisoformat(value)
+    )
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
 
 def retry_after(response: requests.Response) -> float | None:
