@@ -1,7 +1,8 @@
-"""The private singer-sdk hook both targets rely on, pinned in-process: `_process_record_message`
-is where a RECORD message arrives before the stream maps, and the sinks' `preprocess_record`
-(public) then sees the source record beside its translation (the other direction's base).
-An SDK upgrade that changes either fails here, not in a sync."""
+"""The private singer-sdk hooks the plugins rely on, pinned in-process: `_process_record_message`
+is where a RECORD message arrives at a target before the stream maps, and the sinks'
+`preprocess_record` (public) then sees the source record beside its translation (the other
+direction's base); a tap stream's `_write_record_message` emits the records retried for
+their dead letters. An SDK upgrade that changes either fails here, not in a sync."""
 
 from __future__ import annotations
 
