@@ -59,6 +59,8 @@ class Sync:
             "MELTANO_DISABLE_TRACKING": "true",
             "TAP_CUSTOMWEBSHOP_API_URL": shop.url + "/api/v1",
             "TAP_CUSTOMWEBSHOP_API_KEY": WEBSHOP_KEY,
+            "TAP_CUSTOMWEBSHOP_LINK_STORE_URL": self.link_store_url,  # its dead letters
+            "TAP_CUSTOMWEBSHOP_CHARGEBEE_API_URL": chargebee_sandbox.url + "/api/v2",
             "TARGET_CHARGEBEE_API_URL": chargebee_sandbox.url + "/api/v2",
             "TARGET_CHARGEBEE_API_KEY": CHARGEBEE_KEY,
             "TARGET_CHARGEBEE_LINK_STORE_URL": self.link_store_url,
@@ -274,6 +276,8 @@ class TwoWaySync(Sync):
             TAP_CHARGEBEE_API_URL=chargebee_sandbox.url + "/api/v2",
             TAP_CHARGEBEE_API_KEY=CHARGEBEE_KEY,
             TAP_CHARGEBEE_REQUESTS_PER_MINUTE="100000",
+            TAP_CHARGEBEE_LINK_STORE_URL=self.link_store_url,
+            TAP_CHARGEBEE_WEBSHOP_API_URL=shop.url + "/api/v1",
             TARGET_CUSTOMWEBSHOP_API_URL=shop.url + "/api/v1",
             TARGET_CUSTOMWEBSHOP_API_KEY=WEBSHOP_KEY,
             TARGET_CUSTOMWEBSHOP_LINK_STORE_URL=self.link_store_url,

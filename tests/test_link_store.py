@@ -58,10 +58,13 @@ def test_dead_letters_keep_the_record_and_reason_per_run(store_url):
     first = LinkStore(store_url, run_id="run-1")
     record = {"id": "cws_9", "email": "bad", "when": datetime.datetime(2026, 1, 1)}
     first.add_dead_letter(
-        "customers", "9", "param_wrong_value: invalid email", record, details={"param": "email"}
-    )
+        "customers", "9", "param_wrong_value: invalid email", record,
+        source="webshop", details={"param": "email"},
+    )  # fmt: skip
     second = LinkStore(store_url, run_id="run-2")
-    second.add_dead_letter("orders", "5", "resource_not_found: invoice", {"id": "cws_5"})
+    second.add_dead_letter(
+        "orders", "5", "resource_not_found: invoice", {"id": "cws_5"}, source="webshop"
+    )
     letters = second.dead_letters("run-1")
     assert len(letters) == 1
     assert (letters[0].stream, letters[0].record_key) == ("customers", "9")
@@ -182,7 +185,7 @@ def test_a_store_made_before_migrations_is_upgraded_in_place(store_url):
     engine = sqlalchemy.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.connect() as db:
         assert db.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).scalar() == (
-            "0002"
+            "0003"
         )
     engine.dispose()
 

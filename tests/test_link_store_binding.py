@@ -11,11 +11,13 @@ from tests.harness import CHARGEBEE_KEY, Sync, assert_mirrors, expected_chargebe
 def test_an_environment_pointed_at_another_site_gets_every_record_there(tmp_path, shop, chargebee):
     sync = Sync(tmp_path, shop, chargebee)
     del sync.env["TARGET_CHARGEBEE_LINK_STORE_URL"]  # the default: one store per pair
+    del sync.env["TAP_CUSTOMWEBSHOP_LINK_STORE_URL"]  # and the tap reads that default one
     sync.run()
     site_b = start_sandbox("chargebee", str(tmp_path / "site-b.db"), CHARGEBEE_KEY)
     try:
         staging = Sync(tmp_path, shop, site_b)
         del staging.env["TARGET_CHARGEBEE_LINK_STORE_URL"]
+        del staging.env["TAP_CUSTOMWEBSHOP_LINK_STORE_URL"]
         staging.env["MELTANO_DATABASE_URI"] = f"sqlite:///{tmp_path / 'staging.db'}"  # its state
         staging.run()
         assert_mirrors(staging, expected_chargebee(staging))  # every record, in site B too

@@ -57,8 +57,10 @@ def store_url(request, tmp_path):
     store.save("item_prices", "7", "cws_7-USD", webshop_version=2)
     store.save("orders", "1", "cws_1", webshop_version=1)  # webshop id 1: order and customer
     store.add_dead_letter("customers", "9", "email is invalid", {"id": 9, "email": "x"},
-                          details={"chargebee_id": "cws_9"})  # fmt: skip
-    store.add_dead_letter("orders", "5", "customer cws_77 not found", {"id": 5})
+                          source="webshop", details={"chargebee_id": "cws_9"})  # fmt: skip
+    store.add_dead_letter("orders", "5", "customer cws_77 not found", {"id": 5}, source="webshop")
+    store.add_dead_letter("customers", "3", "phone is invalid", {"id": 3}, source="webshop")
+    store.resolve_dead_letter("webshop", "customers", "3")  # went through since: not open
     store.close()
     return url
 
@@ -167,8 +169,13 @@ def test_dead_letters_show_every_field_with_the_reasons(store_url, capsys):
 
     status, out, _ = run(capsys, "--link-store-url", store_url, "dead-letters")
     lines = out.splitlines()
-    assert "reason" in lines[0].split() and "record" not in lines[0].split()  # compact
+    assert {"reason", "attempts"} <= set(lines[0].split()) and "record" not in lines[0].split()
     assert "email is invalid" in lines[1] and len(lines) == 3
+
+    status, out, _ = run(capsys, "--link-store-url", store_url, "dead-letters", "--all",
+                         "--format", "json")  # fmt: skip
+    resolved = [d for d in json.loads(out) if d["resolved_at"] is not None]
+    assert [(d["record_key"], d["reason"]) for d in resolved] == [("3", "phone is invalid")]
 
 
 def test_forget_removes_exactly_that_link(store_url, capsys):

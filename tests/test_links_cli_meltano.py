@@ -38,8 +38,10 @@ def links(sync: TwoWaySync, plugin: str, *args: str) -> subprocess.CompletedProc
 def test_every_subcommand_through_meltano_on_a_synced_store(two_way):
     store = LinkStore(two_way.link_store_url)
     try:  # a refusal as a target keeps one, beside any the sync kept
-        store.add_dead_letter("orders", "77", "customer cws_404 not found", {"id": 77})
-        counts, letters = store.counts(), store.dead_letters()
+        store.add_dead_letter(
+            "orders", "77", "customer cws_404 not found", {"id": 77}, source="webshop"
+        )
+        counts, letters = store.counts(), store.open_dead_letters()
     finally:
         store.close()
     assert counts["customers"] > 0 and counts["orders"] > 0

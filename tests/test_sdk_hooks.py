@@ -1,7 +1,8 @@
-"""The private singer-sdk hook both targets rely on, pinned in-process: `_process_record_message`
-is where a RECORD message arrives before the stream maps, and the sinks' `preprocess_record`
-(public) then sees the source record beside its translation (the other direction's base).
-An SDK upgrade that changes either fails here, not in a sync."""
+"""The private singer-sdk hooks the plugins rely on, pinned in-process: `_process_record_message`
+is where a RECORD message arrives at a target before the stream maps, and the sinks'
+`preprocess_record` (public) then sees the source record beside its translation (the other
+direction's base); a tap stream's `_write_record_message` emits the records retried for
+their dead letters. An SDK upgrade that changes either fails here, not in a sync."""
 
 from __future__ import annotations
 
@@ -56,3 +57,22 @@ def test_the_sinks_see_the_source_record_beside_its_translation(
     [record] = seen
     assert record[SOURCE_RECORD] == source  # the record before the maps
     assert record["email"] == "a@example.com"  # and its translation
+
+
+def test_a_tap_stream_writes_a_record_message_that_leaves_its_bookmark_alone(capsys):
+    """sync_common.retry emits a record with an open dead letter through the streams' private
+    `_write_record_message` (no public hook emits a record outside `get_records`' yield,
+    and a yielded record older than the bookmark fails the SDK's sorted-state check): it
+    must write a RECORD of the stream, through its schema, and not touch the state."""
+    from tap_customwebshop.tap import TapCustomwebshop
+
+    config = {"api_url": "http://127.0.0.1:9/api/v1", "api_key": "test-key"}  # never called
+    stream = TapCustomwebshop(config=config).streams["customers"]
+    bookmark = {"replication_key": "updated_at", "replication_key_value": "2026-06-01T00:00:00Z"}
+    stream.stream_state.update(bookmark)
+    old = {"id": 7, "email": "a@example.com", "updated_at": "2026-01-01T00:00:00Z", "x": 1}
+    stream._write_record_message(old)
+    [line] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (line["type"], line["stream"]) == ("RECORD", "customers")
+    assert line["record"]["id"] == 7 and "x" not in line["record"]  # conformed to the schema
+    assert {k: stream.stream_state[k] for k in bookmark} == bookmark

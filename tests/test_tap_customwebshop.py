@@ -18,6 +18,7 @@ import pytest
 import requests
 from singer_sdk.testing import SuiteConfig, get_tap_test_class
 
+from sync_common.links import LinkedSystems, LinkStore
 from sync_sandbox.process import RunningSandbox, start_sandbox
 from tap_customwebshop.tap import TapCustomwebshop
 
@@ -100,6 +101,46 @@ def api_ids(sandbox: RunningSandbox, stream: str) -> list[int]:
         cursor = page["next_cursor"]
         if not cursor:
             return ids
+
+
+def test_records_with_open_dead_letters_come_first_and_leave_the_bookmark(tmp_path):
+    """Retried records (sync_common.retry): read by id before each stream's own, once per
+    record, only this tap's side; one gone from the source is logged, not emitted; the
+    bookmark stays; retry_dead_letters: false reads only what changed."""
+    first, stderr, code = run_tap(config_for(SHARED), tmp_path)
+    assert code == 0, stderr
+    state = final_state(first)
+    oldest, product = records(first, "customers")[0], records(first, "products")[0]
+    chargebee_url = "http://127.0.0.1:9/api/v2"  # never called: it names the pair only
+    url = f"sqlite:///{tmp_path / 'links.db'}"
+    store = LinkStore(url, systems=LinkedSystems.of(SHARED.url + "/api/v1", chargebee_url))
+    for stream, key, tap_stream in (
+        ("customers", str(oldest["id"]), "customers"),
+        ("customers", "99999", "customers"),  # gone from the webshop
+        ("items", str(product["id"]), "products"),
+        ("item_prices", str(product["id"]), "products"),
+    ):
+        store.add_dead_letter(
+            stream, key, "refused", {}, source="webshop", source_stream=tap_stream
+        )
+    store.add_dead_letter("customers", str(oldest["id"] + 1), "x", {}, source="chargebee")
+    store.close()
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    config = config_for(SHARED, link_store_url=url, chargebee_api_url=chargebee_url)
+
+    second, stderr, code = run_tap(config, tmp_path, "--state", str(tmp_path / "state.json"))
+    assert code == 0, stderr
+    customers = [row["id"] for row in records(second, "customers")]
+    assert customers[0] == oldest["id"] and oldest["id"] + 1 not in customers
+    assert [row["id"] for row in records(second, "products")].count(product["id"]) == 1
+    assert "customers 99999 has an open dead letter but is gone from the source" in stderr
+    assert final_state(second)["bookmarks"] == state["bookmarks"]
+
+    off, stderr, code = run_tap(
+        {**config, "retry_dead_letters": False}, tmp_path, "--state", str(tmp_path / "state.json")
+    )
+    assert code == 0, stderr
+    assert oldest["id"] not in [row["id"] for row in records(off, "customers")]
 
 
 def status_count(sandbox: RunningSandbox, status: int) -> int:

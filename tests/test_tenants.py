@@ -45,10 +45,10 @@ def tenant_sync(home, number: int, name: str, pg_database: str) -> TwoWaySync:
     sync = TwoWaySync(home, shop, chargebee)
     store = f"{pg_database}?options=-csearch_path%3D{name}"
     sync.env.update(
-        TARGET_CHARGEBEE_LINK_STORE_URL=store,
-        TARGET_CUSTOMWEBSHOP_LINK_STORE_URL=store,
+        {f"{plugin}_LINK_STORE_URL": store for plugin in
+         ("TAP_CUSTOMWEBSHOP", "TARGET_CHARGEBEE", "TAP_CHARGEBEE", "TARGET_CUSTOMWEBSHOP")},
         MELTANO_DATABASE_URI=pg_database.replace("postgresql://", "postgresql+psycopg://"),
-    )
+    )  # fmt: skip
     return sync
 
 

@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 import typing as t
 import urllib.parse
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any, Literal
 
 import alembic.command
 import alembic.config
+import alembic.script
 import sqlalchemy as sa
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
@@ -195,13 +197,27 @@ class Link:
 
 @dataclass(frozen=True)
 class DeadLetter:
-    run_id: str
-    stream: str
-    record_key: str
-    reason: str  # the far side's message
+    """A record the far side refused (or the target could not write), one entry per record
+    while it is open: a later failure updates it, a later success resolves it."""
+
+    run_id: str  # the run of the latest failure
+    stream: str  # the target's stream
+    record_key: str  # the record's id at its source: webshop id, or Chargebee id
+    reason: str  # the far side's message (of the latest failure)
     record: Any
     details: dict[str, Any] | None
-    created_at: datetime.datetime
+    created_at: datetime.datetime  # the first failure
+    source: Side | None = None  # the side the record came from
+    source_stream: str | None = None  # the tap's stream that emits it (re-read by id)
+    attempts: int = 1
+    first_run_id: str | None = None
+    last_failed_at: datetime.datetime | None = None
+    resolved_at: datetime.datetime | None = None  # None: open
+    resolved_run_id: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.resolved_at is None
 
 
 class _UtcDateTime(sa.TypeDecorator):
@@ -254,7 +270,26 @@ _dead_letters = sa.Table(
     sa.Column("record", sa.JSON),
     sa.Column("details", sa.JSON(none_as_null=True)),
     sa.Column("created_at", _UtcDateTime, nullable=False),
+    sa.Column("source", sa.String(20), nullable=False),
+    sa.Column("source_stream", sa.String(100), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("first_run_id", sa.String(64), nullable=False),
+    sa.Column("last_failed_at", _UtcDateTime, nullable=False),
+    sa.Column("resolved_at", _UtcDateTime),
+    sa.Column("resolved_run_id", sa.String(64)),
 )
+_OPEN = _dead_letters.c.resolved_at.is_(None)
+#: One open entry per record: a later failure is an upsert on this index.
+_open_dead_letter_key = sa.Index(
+    "dead_letters_open_key",
+    _dead_letters.c.source,
+    _dead_letters.c.stream,
+    _dead_letters.c.record_key,
+    unique=True,
+    sqlite_where=_OPEN,
+    postgresql_where=_OPEN,
+)
+_DEAD_LETTER_COLUMNS = [column for column in _dead_letters.c if column.name != "id"]
 
 #: The pair of systems the store links, recorded by the first run that opens it (one row).
 _bound = sa.Table(
@@ -288,11 +323,10 @@ class LinkStore:
         must_exist: bool = False,
     ) -> None:
         self.run_id = run_id or current_run_id()
-        parsed = make_url(url or default_link_store_url(systems))
-        if parsed.drivername == "postgresql":  # psycopg 3 is the driver this project installs
-            parsed = parsed.set(drivername="postgresql+psycopg")
-        if parsed.get_backend_name() not in ("sqlite", "postgresql"):
-            raise LinkStoreUnavailable(f"unsupported link store database: {parsed.drivername}")
+        self._open_lock = threading.Lock()
+        #: the open dead letters' attempts by (source, stream, record key), read once
+        self._open_keys: dict[tuple[str, str, str], int] | None = None
+        parsed = _store_url(url or default_link_store_url(systems))
         #: Where the store is, password masked: for messages.
         self.location = parsed.render_as_string(hide_password=True)
         self._url = parsed
@@ -487,27 +521,97 @@ class LinkStore:
         reason: str,
         record: Any,
         *,
+        source: Side,
+        source_stream: str | None = None,
         details: dict[str, Any] | None = None,
-    ) -> None:
-        """Keep a record the far side refused, with its reason, under this store's run id."""
-        row = {
+    ) -> DeadLetter:
+        """Keep a record the far side refused, with its reason, under this store's run id:
+        the record's open entry counts one attempt more (the latest reason and record
+        replace the earlier ones), or a new entry is opened. `record_key` is the record's id
+        at its `source`; `source_stream` the tap stream it came on (default: `stream`)."""
+        now = datetime.datetime.now(datetime.UTC)
+        latest = {
             "run_id": self.run_id,
-            "stream": stream,
-            "record_key": str(record_key),
             "reason": reason,
             "record": _plain(record),
             "details": _plain(details),
-            "created_at": datetime.datetime.now(datetime.UTC),
+            "source_stream": source_stream or stream,
+            "last_failed_at": now,
         }
+        key = {"source": source, "stream": stream, "record_key": str(record_key)}
+        upsert = self._insert(_dead_letters).values(
+            **key, **latest, attempts=1, first_run_id=self.run_id, created_at=now
+        )
+        upsert = upsert.on_conflict_do_update(
+            index_elements=list(key),
+            index_where=_OPEN,
+            set_={**latest, "attempts": _dead_letters.c.attempts + 1},
+        )
         with self._engine.begin() as db:
-            db.execute(_dead_letters.insert().values(**row))
+            row = db.execute(upsert.returning(*_DEAD_LETTER_COLUMNS)).one()
+        letter = DeadLetter(**row._mapping)
+        with self._open_lock:
+            if self._open_keys is not None:
+                self._open_keys[(source, stream, str(record_key))] = letter.attempts
+        return letter
+
+    def failed_attempts(self, source: Side, stream: str, record_key: str) -> int:
+        """How often the record failed since it last went through (0: it has no open dead
+        letter); no query after the first (the open keys are read once per store)."""
+        with self._open_lock:
+            return self._open_attempts().get((source, stream, str(record_key)), 0)
+
+    def resolve_dead_letter(self, source: Side, stream: str, record_key: str) -> bool:
+        """The record went through: close its open entry (True), if it has one. Called for
+        every record a target writes or finds in sync: a record without one costs no query."""
+        key = (source, stream, str(record_key))
+        with self._open_lock:
+            if self._open_attempts().pop(key, None) is None:
+                return False
+        closing = (
+            _dead_letters.update()
+            .where(_OPEN, _dead_letters.c.source == source, _dead_letters.c.stream == stream,
+                   _dead_letters.c.record_key == str(record_key))
+            .values(resolved_at=datetime.datetime.now(datetime.UTC), resolved_run_id=self.run_id)
+        )  # fmt: skip
+        with self._engine.begin() as db:
+            return db.execute(closing).rowcount > 0
+
+    def _open_attempts(self) -> dict[tuple[str, str, str], int]:
+        if self._open_keys is None:
+            c = _dead_letters.c
+            query = sa.select(c.source, c.stream, c.record_key, c.attempts).where(_OPEN)
+            with self._engine.connect() as db:
+                self._open_keys = {(s, t, k): n for s, t, k, n in db.execute(query)}
+        return self._open_keys
+
+    def open_dead_letters(
+        self, stream: str | None = None, *, source: Side | None = None
+    ) -> list[DeadLetter]:
+        """The open dead letters (of one target stream, of records from one side), oldest
+        first."""
+        return self._dead_letters(_OPEN, stream=stream, source=source)
 
     def dead_letters(self, run_id: str | None = None) -> list[DeadLetter]:
-        """Dead letters of one run (all runs when None), oldest first."""
-        columns = [c for c in _dead_letters.c if c.name != "id"]
-        query = sa.select(*columns).order_by(_dead_letters.c.id)
-        if run_id is not None:
-            query = query.where(_dead_letters.c.run_id == run_id)
+        """Dead letters whose latest failure was in one run (all entries, open and resolved,
+        when None), oldest first."""
+        return self._dead_letters(None if run_id is None else _dead_letters.c.run_id == run_id)
+
+    def _dead_letters(
+        self,
+        condition: sa.ColumnElement[bool] | None,
+        *,
+        stream: str | None = None,
+        source: Side | None = None,
+    ) -> list[DeadLetter]:
+        query = sa.select(*_DEAD_LETTER_COLUMNS).order_by(_dead_letters.c.id)
+        for where in (
+            condition,
+            None if stream is None else _dead_letters.c.stream == stream,
+            None if source is None else _dead_letters.c.source == source,
+        ):
+            if where is not None:
+                query = query.where(where)
         with self._engine.connect() as db:
             return [DeadLetter(**row._mapping) for row in db.execute(query)]
 
@@ -527,6 +631,70 @@ def _exists(engine: sa.Engine, url: sa.URL) -> bool:
     if url.get_backend_name() == "sqlite" and (in_memory or not Path(url.database).is_file()):
         return False
     return sa.inspect(engine).has_table("links")
+
+
+class NothingToRetry(Exception):  # noqa: N818  (an answer, not a failure)
+    """The link store holds no dead letters a tap can retry now (the reason says why)."""
+
+
+def open_dead_letter_keys(
+    url: str | None, systems: LinkedSystems, source: Side
+) -> dict[str, list[str]]:
+    """For a tap: the ids of the records from `source` with an open dead letter, by the tap
+    stream that emits them. Read only: a store that does not exist yet is not created, one
+    at an older schema not upgraded and an unbound one not bound (NothingToRetry says so;
+    the target does those things when it opens the store). A store bound to another pair
+    of systems holds nothing of this pair's."""
+    parsed = _store_url(url or default_link_store_url(systems))
+    where = parsed.render_as_string(hide_password=True)
+    if parsed.get_backend_name() == "sqlite" and not (
+        parsed.database and parsed.database != ":memory:" and Path(parsed.database).exists()
+    ):
+        raise NothingToRetry(f"no link store at {where} yet")
+    engine = sa.create_engine(parsed)
+    try:
+        with engine.connect() as db:
+            if not sa.inspect(db).has_table("alembic_version"):
+                raise NothingToRetry(f"the link store {where} has no dead letters yet")
+            version = db.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+            if version != _schema_head():
+                raise NothingToRetry(
+                    f"the link store {where} is at schema {version}: the target upgrades it "
+                    "this run, and its dead letters are retried from the next"
+                )
+            bound = db.execute(sa.select(_bound.c.webshop, _bound.c.chargebee)).first()
+            if bound is None or LinkedSystems(*bound) != systems:
+                pair = LinkedSystems(*bound) if bound else "no pair yet"
+                raise NothingToRetry(f"the link store {where} links {pair}, not {systems}")
+            query = (
+                sa.select(_dead_letters.c.source_stream, _dead_letters.c.record_key)
+                .where(_OPEN, _dead_letters.c.source == source)
+                .order_by(_dead_letters.c.id)
+            )
+            keys: dict[str, list[str]] = {}
+            for stream, key in db.execute(query):
+                if key not in keys.setdefault(stream, []):  # items and prices of one product
+                    keys[stream].append(key)
+            return keys
+    except sa.exc.SQLAlchemyError as exc:
+        raise LinkStoreUnavailable(
+            f"cannot read {where}: {getattr(exc, 'orig', None) or exc}"
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def _store_url(url: str) -> sa.URL:
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":  # psycopg 3 is the driver this project installs
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise LinkStoreUnavailable(f"unsupported link store database: {parsed.drivername}")
+    return parsed
+
+
+def _schema_head() -> str | None:
+    return alembic.script.ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
 
 def _make_private(url: sa.URL) -> None:

@@ -150,7 +150,7 @@ def _masked(url: str) -> str:
 
 def cmd_bound(store: LinkStore, args: argparse.Namespace, out: TextIO) -> int:
     bound = store.bound_to()
-    dead_letters = len(store.dead_letters())
+    dead_letters = len(store.open_dead_letters())
     facts = {
         "link_store": store.location,
         "webshop": _masked(bound[0].webshop) if bound else None,
@@ -169,7 +169,7 @@ def cmd_bound(store: LinkStore, args: argparse.Namespace, out: TextIO) -> int:
         print("bound to:     no pair yet (the next run binds it to its pair)", file=out)
     counts = ", ".join(f"{name} {n}" for name, n in facts["links"].items()) or "none"
     print(f"links:        {counts}", file=out)
-    print(f"dead letters: {dead_letters}", file=out)
+    print(f"dead letters: {dead_letters} open", file=out)
     return 0
 
 
@@ -205,9 +205,12 @@ def cmd_list(store: LinkStore, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_dead_letters(store: LinkStore, args: argparse.Namespace, out: TextIO) -> int:
-    # Every field of DeadLetter, whatever it holds now or later (attempts, resolution). All
-    # dead letters: the store keeps no resolved ones apart yet.
-    letters = [dataclasses.asdict(letter) for letter in store.dead_letters(args.run_id)]
+    # every field of DeadLetter (attempts, the first and last failure, the resolution)
+    if args.all or args.run_id:
+        found = store.dead_letters(args.run_id)
+    else:
+        found = store.open_dead_letters()
+    letters = [dataclasses.asdict(letter) for letter in found]
     if args.stream:
         letters = [letter for letter in letters if letter["stream"] == args.stream]
     # a table shows the plain fields; the record and its details go to CSV and JSON
@@ -385,11 +388,13 @@ def parser() -> argparse.ArgumentParser:
 
     sub = command(
         "dead-letters",
-        "the records the far side refused, with the reasons",
+        "the records the far side refused and that have not gone through since, with the "
+        "reasons and attempts",
         ("table", "csv", "json"),
     )
     sub.add_argument("--stream", help="one stream only")
-    sub.add_argument("--run-id", help="one run only (the report's run_id)")
+    sub.add_argument("--run-id", help="those whose latest failure was in this run (its run_id)")
+    sub.add_argument("--all", action="store_true", help="resolved ones too (default: open only)")
     sub.add_argument("--output", metavar="FILE", help="write there instead of to the screen")
     sub.set_defaults(run=cmd_dead_letters)
 

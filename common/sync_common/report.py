@@ -84,6 +84,16 @@ class RunReport:
         self.conflicts: list[dict[str, Any]] = []
         #: Seconds this run waited for another run of the same pair (sync_common.run_lock).
         self.run_lock_waited = 0.0
+        #: Dead letters this run opened (`new`), failed again, and resolved; `open`: how
+        #: many of the target's direction are open at the end (the target sets it).
+        self.dead_letters: Counter[str] = Counter()
+        self.dead_letters_open: int | None = None
+
+    def dead_lettered(self, attempts: int) -> None:
+        self.dead_letters["new" if attempts == 1 else "failed_again"] += 1
+
+    def dead_letter_resolved(self) -> None:
+        self.dead_letters["resolved"] += 1
 
     def received(self, stream: str) -> None:
         self.records_in[stream] += 1
@@ -167,9 +177,17 @@ class RunReport:
             "ambiguous_matches": self.ambiguous,
             "match_report": self.match_report(),
             "conflicts": self.conflicts,
+            "dead_letters": self.dead_letter_summary(),
             "notes": self.notes,
             "api_calls": api_calls,
         }
+
+    def dead_letter_summary(self) -> dict[str, int | None]:
+        """`retried`: records with an open dead letter that came again (failed again or
+        resolved); `open`: what is left open for the next run to retry."""
+        counts = {name: self.dead_letters[name] for name in ("new", "failed_again", "resolved")}
+        retried = counts["failed_again"] + counts["resolved"]
+        return {**counts, "retried": retried, "open": self.dead_letters_open}
 
     def match_report(self) -> dict[str, dict[str, int]]:
         """First contact per stream (the go-live match report): records linked to one the far
@@ -237,6 +255,12 @@ class RunReport:
         if len(self.ambiguous) > 20:
             lines.append(
                 f"  … {len(self.ambiguous) - 20} more ambiguous matches in the report file"
+            )
+        letters = data.get("dead_letters") or {}
+        if any(letters.get(name) for name in ("new", "retried", "open")):
+            lines.append(
+                "  dead letters: {new} new, {retried} retried ({failed_again} failed again, "
+                "{resolved} resolved), {open} open".format(**letters)
             )
         lines.extend(f"  note: {note}" for note in self.notes)
         return lines

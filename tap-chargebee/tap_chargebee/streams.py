@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import typing as t
 from functools import cached_property
+from urllib.parse import quote
 
 from singer_sdk import RESTStream
 from singer_sdk import typing as th
@@ -13,6 +14,7 @@ from singer_sdk.authenticators import BasicAuthenticator
 from singer_sdk.pagination import JSONPathPaginator
 
 from sync_common.chargebee import chargebee_base_url
+from sync_common.retry import RetriesDeadLetters
 
 if t.TYPE_CHECKING:
     import requests
@@ -40,8 +42,9 @@ SETTING_HINTS = {
 }
 
 
-class ChargebeeStream(RESTStream):
-    """`GET /{name}?limit=100&sort_by[asc]=updated_at[&updated_at[after]=…]`."""
+class ChargebeeStream(RetriesDeadLetters, RESTStream):
+    """`GET /{name}?limit=100&sort_by[asc]=updated_at[&updated_at[after]=…]`; records with an
+    open dead letter first, by `GET /{name}/{id}` (sync_common.retry)."""
 
     primary_keys = ("id",)
     replication_key = "updated_at"
@@ -88,6 +91,16 @@ class ChargebeeStream(RESTStream):
         if next_page_token:
             params["offset"] = next_page_token
         return params
+
+    def record_path(self, record_id: str) -> str:
+        return f"/{self.name}/{quote(record_id, safe='')}"
+
+    def record_from(self, response: requests.Response) -> dict:
+        return response.json()[self.object_name]
+
+    def older_than_bookmark(self, record: dict, start: t.Any) -> bool:
+        """The list reads from one second before the bookmark: a record at it, it has."""
+        return record.get("updated_at") is None or int(record["updated_at"]) < int(start)
 
     def get_starting_replication_key_value(self, context: Context | None) -> int | None:
         value = super().get_starting_replication_key_value(context)

@@ -11,6 +11,14 @@ from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
 
+from sync_common.chargebee import chargebee_base_url
+from sync_common.links import LinkedSystems
+from sync_common.retry import (
+    RETRY_DEAD_LETTERS,
+    TAP_LINK_STORE_URL,
+    TAP_WEBSHOP_API_URL,
+    records_to_retry,
+)
 from sync_common.throttle import Throttle, ThrottledSession
 from tap_chargebee import streams
 
@@ -60,6 +68,9 @@ class TapChargebee(Tap):
             default=60,
             description="Seconds to wait for a response before the request is retried.",
         ),
+        RETRY_DEAD_LETTERS,
+        TAP_LINK_STORE_URL,
+        TAP_WEBSHOP_API_URL,
     ).to_dict()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
@@ -72,6 +83,15 @@ class TapChargebee(Tap):
     @cached_property
     def throttled_session(self) -> ThrottledSession:
         return ThrottledSession(Throttle(self.config.get("requests_per_minute") or 150, 4))
+
+    @cached_property
+    def dead_letter_ids(self) -> dict[str, list[str]]:
+        """Per stream, the Chargebee records with an open dead letter (sync_common.retry)."""
+        systems = None
+        if self.config.get("webshop_api_url"):
+            chargebee = chargebee_base_url(self.config.get("site"), self.config.get("api_url"))
+            systems = LinkedSystems.of(self.config["webshop_api_url"], chargebee)
+        return records_to_retry(self.config, systems, "chargebee", self.logger, "webshop_api_url")
 
     def load_streams(self) -> list[Stream]:
         """Discovery order: customers and items before what refers to them."""

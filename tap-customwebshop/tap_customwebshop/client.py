@@ -8,13 +8,15 @@ import email.utils
 import typing as t
 from functools import cached_property
 from importlib import resources
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 from singer_sdk import OpenAPISchema, RESTStream, StreamSchema
 from singer_sdk.authenticators import APIKeyAuthenticator
 from singer_sdk.exceptions import FatalAPIError
 from singer_sdk.helpers.jsonpath import extract_jsonpath
 from singer_sdk.pagination import JSONPathPaginator
+
+from sync_common.retry import RetriesDeadLetters
 
 if t.TYPE_CHECKING:
     import requests
@@ -43,9 +45,10 @@ SETTING_HINTS = {
 }
 
 
-class CustomwebshopStream(RESTStream):
+class CustomwebshopStream(RetriesDeadLetters, RESTStream):
     """A list endpoint of the webshop: `GET {path}?updated_since=&limit=&cursor=`, answering
-    `{"data": [...], "next_cursor": ...}` in (updated_at, id) order."""
+    `{"data": [...], "next_cursor": ...}` in (updated_at, id) order; records with an open
+    dead letter first, by `GET {path}/{id}` (sync_common.retry)."""
 
     primary_keys = ("id",)
     replication_key = "updated_at"
@@ -79,6 +82,16 @@ class CustomwebshopStream(RESTStream):
             "limit": self.config["page_size"],
             "cursor": next_page_token,
         }
+
+    def record_path(self, record_id: str) -> str:
+        return f"{self.path}/{quote(record_id, safe='')}"
+
+    def record_from(self, response: requests.Response) -> dict:
+        return response.json(parse_float=decimal.Decimal)
+
+    def older_than_bookmark(self, record: dict, start: t.Any) -> bool:
+        """The list reads `updated_since` inclusively: a record at the bookmark it has."""
+        return parse_time(record["updated_at"]) < parse_time(start)
 
     def parse_response(self, response: requests.Response) -> t.Iterable[dict]:
         """Records of one page; a body that is not a whole page fails the stream, so the
@@ -129,6 +142,14 @@ def rfc3339(moment: datetime.datetime) -> str:
     """`2026-01-31T12:00:00.000000Z`, the API's timestamp format."""
     utc = moment.astimezone(datetime.UTC)
     return utc.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: str | datetime.datetime) -> datetime.datetime:
+    """An API timestamp, a bookmark or start_date, aware (a start_date without zone is UTC)."""
+    moment = (
+        value if isinstance(value, datetime.datetime) else datetime.datetime.fromisoformat(value)
+    )
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
 
 def retry_after(response: requests.Response) -> float | None:

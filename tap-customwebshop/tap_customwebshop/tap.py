@@ -3,10 +3,21 @@ updated_at, soft-deleted records included (deleted_at set) so deletes can propag
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 
+from sync_common.chargebee import chargebee_base_url
+from sync_common.links import LinkedSystems
+from sync_common.retry import (
+    RETRY_DEAD_LETTERS,
+    TAP_CHARGEBEE_API_URL,
+    TAP_CHARGEBEE_SITE,
+    TAP_LINK_STORE_URL,
+    records_to_retry,
+)
 from tap_customwebshop import streams
 
 
@@ -68,7 +79,21 @@ class TapCustomwebshop(Tap):
             default=60,
             description="Seconds to wait for a response before the request is retried.",
         ),
+        RETRY_DEAD_LETTERS,
+        TAP_LINK_STORE_URL,
+        TAP_CHARGEBEE_SITE,
+        TAP_CHARGEBEE_API_URL,
     ).to_dict()
+
+    @cached_property
+    def dead_letter_ids(self) -> dict[str, list[str]]:
+        """Per stream, the webshop records with an open dead letter (sync_common.retry)."""
+        site, url = self.config.get("chargebee_site"), self.config.get("chargebee_api_url")
+        systems = None
+        if site or url:
+            systems = LinkedSystems.of(self.config["api_url"], chargebee_base_url(site, url))
+        missing = "chargebee_site (or chargebee_api_url)"
+        return records_to_retry(self.config, systems, "webshop", self.logger, missing)
 
     def load_streams(self) -> list[Stream]:
         """Discovery order, not the SDK's sort by name: customers and products come before

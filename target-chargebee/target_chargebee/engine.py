@@ -165,6 +165,8 @@ class Engine:
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="upsert")
         #: the webshop record the maps are translating now (the target sets it)
         self.source_record: dict[str, Any] | None = None
+        #: the tap stream a target stream comes from, for its dead letters (the target's maps)
+        self.source_stream_of: Callable[[str], str] = lambda stream: stream
 
     # ---------------------------------------------------------------- entry points
 
@@ -570,6 +572,11 @@ class Engine:
         )
 
     def _outcome(self, job: Job, outcome: str) -> None:
+        # written, in sync, or deleted before it reached Chargebee: its dead letter is done
+        if not self.dry_run and (
+            self.links.resolve_dead_letter("webshop", job.stream, job.webshop_id)
+        ):
+            self.report.dead_letter_resolved()
         self.report.count(job.stream, outcome)
         self.report.change(
             job.stream,
@@ -588,14 +595,16 @@ class Engine:
             self.logger.warning(
                 "Rejected %s %s (%s): %s", job.stream, job.webshop_id, job.chargebee_id, reason
             )
-            self.links.dead_letter(
+            letter = self.links.dead_letter(
                 job.stream,
                 job.webshop_id,
                 reason,
+                source_stream=self.source_stream_of(job.stream),
                 chargebee_id=job.chargebee_id or job.det_id,
                 details={k: v for k, v in details.items() if v is not None},
                 record=job.record,
             )
+            self.report.dead_lettered(letter.attempts)
         if "candidates" in details:
             self.report.ambiguous.append(
                 {"stream": job.stream, "webshop_id": job.webshop_id, **details}
@@ -630,14 +639,16 @@ class Engine:
             self.logger.warning(
                 "Rejected %s %s (%s): %s", sink.stream_name, webshop_id, det_id, reason
             )
-            self.links.dead_letter(
+            letter = self.links.dead_letter(
                 sink.stream_name,
                 webshop_id,
                 reason,
+                source_stream=self.source_stream_of(sink.stream_name),
                 chargebee_id=det_id,
                 details=details,
                 record=record,
             )
+            self.report.dead_lettered(letter.attempts)
         self.report.rejected(sink.stream_name, webshop_id, det_id or None, reason, **details)
 
     # ---------------------------------------------------------------- API helpers for sinks

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sync_common.links import Link, LinkStore, LinkStoreUnavailable
+from sync_common.links import DeadLetter, Link, LinkStore, LinkStoreUnavailable
 
 __all__ = ["Link", "LinkStoreUnavailable", "Links"]
 
@@ -25,14 +25,17 @@ class Links(LinkStore):
         webshop_id: str,
         reason: str,
         *,
+        source_stream: str,
         chargebee_id: str | None,
         details: dict[str, Any] | None,
         record: Any,
-    ) -> None:
-        self.add_dead_letter(
+    ) -> DeadLetter:
+        return self.add_dead_letter(
             stream,
             webshop_id,
             reason,
             record,
+            source="webshop",
+            source_stream=source_stream,
             details={**(details or {}), "chargebee_id": chargebee_id},
         )

@@ -20,6 +20,7 @@ from sync_common.http import preflight
 from sync_common.links import WEBSHOP_API_URL, LinkedSystems, open_store
 from sync_common.matching import release_held
 from sync_common.report import default_report_dir
+from sync_common.retry import source_stream_of
 from sync_common.run_lock import RUN_LOCK_WAIT, hold_for_run
 from target_chargebee.engine import Engine
 from target_chargebee.sinks import SINKS, DroppedStreamSink
@@ -131,6 +132,7 @@ class TargetChargebee(Target):
         self._safe_state: dict | None = None
         self._emitted_state: dict | None = None
         self.engine = self._start_engine(check=kwargs.get("validate_config", True))
+        self.engine.source_stream_of = lambda stream: source_stream_of(self.mapper, stream)
 
     # ------------------------------------------------------------------ start-up
 
@@ -240,6 +242,9 @@ class TargetChargebee(Target):
     def process_endofpipe(self) -> None:
         self._release_held()
         self.engine.finish()
+        self.engine.report.dead_letters_open = len(
+            self.engine.links.open_dead_letters(source="webshop")
+        )
         data = self.engine.report.as_dict(self.engine.api_calls())
         for line in self.engine.report.summary_lines(data):
             self.logger.info("%s", line)

@@ -57,7 +57,8 @@ class PlanningClient:
 
 class PlanningLinks:
     """The link store, read for real; links made during the plan are kept in memory (later
-    records of the run see them, as they would), dead letters are dropped."""
+    records of the run see them, as they would), dead letters are neither kept nor
+    resolved."""
 
     def __init__(self, links: LinkStore) -> None:
         self.links = links
@@ -83,6 +84,15 @@ class PlanningLinks:
 
     def add_dead_letter(self, *args: Any, **kwargs: Any) -> None:
         pass
+
+    def resolve_dead_letter(self, *args: Any) -> bool:
+        return False
+
+    def failed_attempts(self, *args: Any) -> int:
+        return self.links.failed_attempts(*args)
+
+    def open_dead_letters(self, *args: Any, **kwargs: Any) -> list:
+        return self.links.open_dead_letters(*args, **kwargs)
 
     def count(self, resource: str) -> int:
         return self.links.count(resource)

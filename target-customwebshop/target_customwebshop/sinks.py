@@ -114,6 +114,8 @@ class WebshopSink(RecordSink):
             self.reject(record, error.reason, link)
             self.planned_fields()
             return
+        if self.links.resolve_dead_letter("chargebee", self.stream_name, chargebee_id):
+            self.report.dead_letter_resolved()  # it went through: written or in sync
         self.report.count(self.stream_name, outcome)
         self.report.change(
             self.stream_name,
@@ -163,8 +165,13 @@ class WebshopSink(RecordSink):
         raise Skip(f"deleted in Chargebee; a webshop {self.webshop_resource[:-1]} is not deleted")
 
     def create(self, record: dict, fields: dict) -> str:
-        key = hashlib.sha256(f"{self.stream_name}:{record['chargebee_id']}".encode()).hexdigest()
-        written = self.api.post(  # the key makes a retry replay the first answer
+        chargebee_id = str(record["chargebee_id"])
+        # The key makes a retry replay the first answer. The webshop replays a refusal too:
+        # after each refused create (a dead letter) the next one is a new request.
+        failed = self.links.failed_attempts("chargebee", self.stream_name, chargebee_id)
+        key = f"{self.stream_name}:{chargebee_id}" + (f":after-{failed}" if failed else "")
+        key = hashlib.sha256(key.encode()).hexdigest()
+        written = self.api.post(
             f"/{self.webshop_resource}",
             json=fields,
             headers={"Idempotency-Key": key},
@@ -263,7 +270,12 @@ class WebshopSink(RecordSink):
     def reject(self, record: dict, reason: str, link: Link | None = None) -> None:
         chargebee_id = str(record["chargebee_id"])
         webshop_id = link.webshop_id if link else ""
-        self.links.add_dead_letter(self.stream_name, chargebee_id, reason, record)
+        letter = self.links.add_dead_letter(
+            self.stream_name, chargebee_id, reason, record, source="chargebee",
+            source_stream=self.source.source_stream_of(self.stream_name),
+        )  # fmt: skip
+        if letter is not None:  # None: a dry run keeps none
+            self.report.dead_lettered(letter.attempts)
         self.report.rejected(self.stream_name, webshop_id, chargebee_id, reason)
         self.logger.warning("Rejected %s %s: %s", self.stream_name, chargebee_id, reason)
 

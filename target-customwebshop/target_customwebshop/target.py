@@ -19,6 +19,7 @@ from sync_common.http import ApiClient, preflight, webshop_error
 from sync_common.links import CHARGEBEE_API_URL, CHARGEBEE_SITE, LinkedSystems, open_store
 from sync_common.matching import release_held
 from sync_common.report import RunReport, default_report_dir
+from sync_common.retry import source_stream_of
 from sync_common.run_lock import RUN_LOCK_WAIT, hold_for_run
 from target_customwebshop.plan import PlanningClient, PlanningLinks
 from target_customwebshop.sinks import SINKS
@@ -113,6 +114,10 @@ class TargetCustomwebshop(Target):
             return None
         return LinkedSystems.of(self.config["api_url"], chargebee_base_url(site, url))
 
+    def source_stream_of(self, stream: str) -> str:
+        """The tap stream `stream` comes from, for its dead letters."""
+        return source_stream_of(self.mapper, stream)
+
     def get_sink_class(self, stream_name: str) -> type[Sink]:
         if stream_name not in SINKS:
             msg = f"Stream {stream_name!r} is not one this target writes ({', '.join(SINKS)})"
@@ -141,6 +146,7 @@ class TargetCustomwebshop(Target):
     def process_endofpipe(self) -> None:
         self._release_held()
         super().process_endofpipe()
+        self.report.dead_letters_open = len(self.links.open_dead_letters(source="chargebee"))
         data = self.report.as_dict(self.api.calls())
         for line in self.report.summary_lines(data):
             self.logger.info("%s", line)
