@@ -113,6 +113,15 @@ def baseline(tmp_path_factory):
     return make_baseline(tmp_path_factory.mktemp("baseline"))
 
 
+@pytest.fixture
+def world(baseline, tmp_path):
+    from tests.fault_ledger import World
+
+    world = World(baseline, tmp_path)
+    yield world
+    world.stop()
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     if _LINES["convergence"]:
         terminalreporter.section("two-way convergence (tests/test_convergence.py)")

@@ -297,3 +297,42 @@ def count(world: World, changes: Changes, tally: Tally, refused: frozenset = fro
             tally.lost += 1
             tally.problems.append(f"webshop {resource} {webshop_id} lost the edit {fields}")
     return tally
+
+
+# ---------------------------------------------------------------------------- a fault test
+
+
+#: Every fault knob off (`Knobs` in sandbox/sync_sandbox/server.py).
+NO_FAULTS = dict(
+    rate_limited_rate=0,
+    retry_after=True,
+    error_rate=0,
+    timeout_rate=0,
+    reset_rate=0,
+    drop_response_rate=0,
+    truncate_rate=0,
+    latency_ms=0,
+)
+
+
+def prepared(world: World) -> Changes:
+    changes = make_changes(world)
+    world.shop.reset_stats()
+    world.chargebee.reset_stats()
+    return changes
+
+
+def settle(world: World, changes: Changes, tally: Tally, rows: list) -> Tally:
+    """Faults off, one clean run, then the count; the row is kept before it is judged."""
+    world.shop.set_knobs(**NO_FAULTS)
+    world.chargebee.set_knobs(**NO_FAULTS)
+    rerun = world.run()
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    # error paths (retries, tracebacks, giving up) must not print a key either
+    logs = world.outputs + [p.read_text() for p in world.tmp.glob("killed-run.log")]
+    assert not [k for k in (WEBSHOP_KEY, CHARGEBEE_KEY) if any(k in log for log in logs)]
+    count(world, changes, tally)
+    rows.append(tally)
+    assert (tally.duplicates, tally.lost) == (0, 0), tally.problems
+    assert tally.found == tally.expected
+    return tally
