@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import datetime
 import json
-import uuid
 from pathlib import Path
 
 import alembic.command
 import alembic.config
-import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -23,21 +21,7 @@ from sync_common.links import (
     open_dead_letter_keys,
 )
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PAIR = LinkedSystems.of("http://shop/api/v1", "http://cb/api/v2")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'links.db'}"
-        return
-    name = f"dead_letters_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def engine_of(url: str) -> sa.Engine:

@@ -11,9 +11,7 @@ import json
 import os
 import stat
 import sys
-import uuid
 
-import psycopg
 import pytest
 import sqlalchemy
 
@@ -22,7 +20,6 @@ from sync_common.links_cli import PAIR_SETTINGS, main
 from target_chargebee.target import TargetChargebee
 from target_customwebshop.target import TargetCustomwebshop
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 WEBSHOP = "http://shop.example.com/api/v1"
 CHARGEBEE = "http://cb.example.com/api/v2"
 PAIR = LinkedSystems.of(WEBSHOP, CHARGEBEE)
@@ -30,23 +27,10 @@ PAIR_OPTIONS = ["--webshop-api-url", WEBSHOP, "--chargebee-api-url", CHARGEBEE]
 
 
 @pytest.fixture
-def pg_database():
-    """A fresh, empty PostgreSQL database: its name."""
-    name = f"links_cli_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield name
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    """A store a run made: bound to PAIR, links of four resources, two dead letters."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'links.db'}"
-    else:
-        url = f"postgresql://postgres@127.0.0.1:5432/{request.getfixturevalue('pg_database')}"
+def store_url(store_url):
+    """conftest's store (each database) as a run made it: bound to PAIR, links of four
+    resources, two open dead letters and a resolved one."""
+    url = store_url
     store = LinkStore(url, systems=PAIR, run_id="run-1")
     for webshop_id in ("1", "2", "3"):
         store.save("customers", webshop_id, f"cws_{webshop_id}", webshop_version=4,
@@ -223,7 +207,7 @@ def test_no_store_is_an_error_and_none_is_created(tmp_path, capsys):
 
 def test_a_postgresql_password_is_masked_and_an_empty_database_stays_empty(pg_database, capsys):
     # trust authentication ignores the password; the command must not show it
-    url = f"postgresql://postgres:s3cret@127.0.0.1:5432/{pg_database}"
+    url = pg_database.replace("postgres@", "postgres:s3cret@")
     status, _, err = run(capsys, "--link-store-url", url, "list")
     assert status == 3 and "there is no link store at postgresql+psycopg://postgres:***@" in err
     engine = sqlalchemy.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
