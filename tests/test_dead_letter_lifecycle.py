@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 from pathlib import Path
 
 import alembic.command
@@ -13,15 +14,11 @@ import alembic.config
 import pytest
 import sqlalchemy as sa
 
-from sync_common.links import (
-    MIGRATIONS,
-    LinkedSystems,
-    LinkStore,
-    NothingToRetry,
-    open_dead_letter_keys,
-)
+from sync_common.links import MIGRATIONS, LinkedSystems, LinkStore, NoLinkStore
+from sync_common.retry import records_to_retry
 
 PAIR = LinkedSystems.of("http://shop/api/v1", "http://cb/api/v2")
+LOGGER = logging.getLogger("tap-under-test")
 
 
 def engine_of(url: str) -> sa.Engine:
@@ -79,15 +76,21 @@ def test_one_open_entry_per_record_counts_attempts_until_it_goes_through(store_u
     third.close()
 
 
-def test_a_tap_reads_the_open_dead_letters_of_its_side_without_writing(store_url):
+def retry_ids(url: str, systems: LinkedSystems, source: str) -> dict[str, list[str]]:
+    """What a tap re-reads (sync_common.retry), its log line aside."""
+    return records_to_retry({"link_store_url": url}, systems, source, LOGGER, "chargebee_site")
+
+
+def test_a_tap_reads_the_open_dead_letters_of_its_side_without_writing(store_url, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER.name)
     if store_url.startswith("sqlite"):
         missing = store_url.replace("links.db", "none.db")
-        with pytest.raises(NothingToRetry, match="no link store"):
-            open_dead_letter_keys(missing, PAIR, "webshop")
+        assert retry_ids(missing, PAIR, "webshop") == {}
+        assert "no link store" in caplog.text
         assert not Path(missing.removeprefix("sqlite:///")).exists()  # not created
     store = LinkStore(store_url)  # made, never bound: no run has written through it
-    with pytest.raises(NothingToRetry, match="no pair yet"):
-        open_dead_letter_keys(store_url, PAIR, "webshop")
+    assert retry_ids(store_url, PAIR, "webshop") == {}
+    assert "no pair yet" in caplog.text
     store.close()
     store = LinkStore(store_url, systems=PAIR)
     for stream, key in (("items", "3"), ("item_prices", "3"), ("orders", "8"), ("items", "4")):
@@ -98,14 +101,14 @@ def test_a_tap_reads_the_open_dead_letters_of_its_side_without_writing(store_url
     store.add_dead_letter("customers", "cws_1", "refused", {}, source="chargebee")
     store.add_dead_letter("customers", "2", "refused", {}, source="webshop")
     store.resolve_dead_letter("webshop", "customers", "2")
-    assert open_dead_letter_keys(store_url, PAIR, "webshop") == {
+    assert retry_ids(store_url, PAIR, "webshop") == {
         "products": ["3", "4"],  # once per product, though its item and price both failed
         "orders": ["8"],
     }
-    assert open_dead_letter_keys(store_url, PAIR, "chargebee") == {"customers": ["cws_1"]}
+    assert retry_ids(store_url, PAIR, "chargebee") == {"customers": ["cws_1"]}
     other = LinkedSystems.of("http://shop/api/v1", "http://other/api/v2")
-    with pytest.raises(NothingToRetry, match="http://other/api/v2"):
-        open_dead_letter_keys(store_url, other, "webshop")
+    assert retry_ids(store_url, other, "webshop") == {}
+    assert "http://other/api/v2" in caplog.text
     store.close()
 
 
@@ -144,6 +147,11 @@ def test_migration_0003_merges_a_row_per_failure_into_one_open_entry(store_url):
                  "at": datetime.datetime.fromisoformat(at)},
             )  # fmt: skip
     engine.dispose()
+    with pytest.raises(NoLinkStore, match="is at schema 0002"):  # a look upgrades nothing
+        LinkStore(store_url, look_only=True)
+    assert retry_ids(store_url, PAIR, "webshop") == {}  # a tap waits for the target's upgrade
+    with engine_of(store_url).connect() as db:
+        assert db.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002"
 
     store = LinkStore(store_url, systems=PAIR, run_id="run-4")
     letters = {(d.source, d.stream, d.record_key): d for d in store.open_dead_letters()}

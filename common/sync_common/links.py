@@ -311,8 +311,9 @@ class LinkStore:
     `systems`: the pair this run syncs; a store bound to another pair is refused
     (LinkStoreBoundElsewhere), an unbound one is bound to it. Without it (a look at a store)
     nothing is checked. `run_id` labels this run's dead letters: by default Meltano's run id
-    (`MELTANO_RUN_ID`) when it gives one, else a fresh one. `must_exist`: open a store some
-    run made, never create one (NoLinkStore instead)."""
+    (`MELTANO_RUN_ID`) when it gives one, else a fresh one. `look_only`: a store some run
+    made, at the current schema, opened without creating, upgrading or binding anything
+    (NoLinkStore otherwise): what sync-links and the taps read."""
 
     def __init__(
         self,
@@ -320,7 +321,7 @@ class LinkStore:
         *,
         systems: LinkedSystems | None = None,
         run_id: str | None = None,
-        must_exist: bool = False,
+        look_only: bool = False,
     ) -> None:
         self.run_id = run_id or current_run_id()
         self._open_lock = threading.Lock()
@@ -338,15 +339,32 @@ class LinkStore:
             self._engine = sa.create_engine(parsed, pool_pre_ping=True)
             if parsed.get_backend_name() == "sqlite":
                 sa.event.listen(self._engine, "connect", _sqlite_pragmas)
-            if must_exist and not _exists(self._engine, parsed):
-                raise NoLinkStore(f"there is no link store at {self.location}")
-            _make_private(parsed)
-            _migrate(self._engine, parsed)
-            self.systems = self._bind(systems) if systems is not None else None
+            if look_only:
+                self._check_current(parsed)
+                self.systems = None
+            else:
+                _make_private(parsed)
+                _migrate(self._engine, parsed)
+                self.systems = self._bind(systems) if systems is not None else None
         except sa.exc.SQLAlchemyError as exc:
             raise LinkStoreUnavailable(
                 f"cannot open {self.location}: {getattr(exc, 'orig', None) or exc}"
             ) from None
+
+    def _check_current(self, url: sa.URL) -> None:
+        """A store a run made, at the schema this version writes (a look changes nothing)."""
+        in_memory = url.database in (None, "", ":memory:")
+        if url.get_backend_name() == "sqlite" and (in_memory or not Path(url.database).is_file()):
+            raise NoLinkStore(f"there is no link store at {self.location}")  # nor makes one
+        if not sa.inspect(self._engine).has_table("alembic_version"):
+            raise NoLinkStore(f"there is no link store at {self.location}")
+        with self._engine.connect() as db:
+            version = db.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+        if version != _schema_head():
+            raise NoLinkStore(
+                f"the link store {self.location} is at schema {version}: the next run of a "
+                "target upgrades it"
+            )
 
     def _bind(self, systems: LinkedSystems) -> LinkedSystems:
         row = {"id": 1, "webshop": systems.webshop, "chargebee": systems.chargebee,
@@ -623,65 +641,6 @@ def _side_is(webshop_id: str | None, chargebee_id: str | None) -> sa.ColumnEleme
     if webshop_id is not None:
         return _links.c.webshop_id == str(webshop_id)
     return _links.c.chargebee_id == str(chargebee_id)
-
-
-def _exists(engine: sa.Engine, url: sa.URL) -> bool:
-    """Whether a run made a store there (SQLite would create the file on connecting)."""
-    in_memory = url.database in (None, "", ":memory:")
-    if url.get_backend_name() == "sqlite" and (in_memory or not Path(url.database).is_file()):
-        return False
-    return sa.inspect(engine).has_table("links")
-
-
-class NothingToRetry(Exception):  # noqa: N818  (an answer, not a failure)
-    """The link store holds no dead letters a tap can retry now (the reason says why)."""
-
-
-def open_dead_letter_keys(
-    url: str | None, systems: LinkedSystems, source: Side
-) -> dict[str, list[str]]:
-    """For a tap: the ids of the records from `source` with an open dead letter, by the tap
-    stream that emits them. Read only: a store that does not exist yet is not created, one
-    at an older schema not upgraded and an unbound one not bound (NothingToRetry says so;
-    the target does those things when it opens the store). A store bound to another pair
-    of systems holds nothing of this pair's."""
-    parsed = _store_url(url or default_link_store_url(systems))
-    where = parsed.render_as_string(hide_password=True)
-    if parsed.get_backend_name() == "sqlite" and not (
-        parsed.database and parsed.database != ":memory:" and Path(parsed.database).exists()
-    ):
-        raise NothingToRetry(f"no link store at {where} yet")
-    engine = sa.create_engine(parsed)
-    try:
-        with engine.connect() as db:
-            if not sa.inspect(db).has_table("alembic_version"):
-                raise NothingToRetry(f"the link store {where} has no dead letters yet")
-            version = db.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-            if version != _schema_head():
-                raise NothingToRetry(
-                    f"the link store {where} is at schema {version}: the target upgrades it "
-                    "this run, and its dead letters are retried from the next"
-                )
-            bound = db.execute(sa.select(_bound.c.webshop, _bound.c.chargebee)).first()
-            if bound is None or LinkedSystems(*bound) != systems:
-                pair = LinkedSystems(*bound) if bound else "no pair yet"
-                raise NothingToRetry(f"the link store {where} links {pair}, not {systems}")
-            query = (
-                sa.select(_dead_letters.c.source_stream, _dead_letters.c.record_key)
-                .where(_OPEN, _dead_letters.c.source == source)
-                .order_by(_dead_letters.c.id)
-            )
-            keys: dict[str, list[str]] = {}
-            for stream, key in db.execute(query):
-                if key not in keys.setdefault(stream, []):  # items and prices of one product
-                    keys[stream].append(key)
-            return keys
-    except sa.exc.SQLAlchemyError as exc:
-        raise LinkStoreUnavailable(
-            f"cannot read {where}: {getattr(exc, 'orig', None) or exc}"
-        ) from None
-    finally:
-        engine.dispose()
 
 
 def _store_url(url: str) -> sa.URL:

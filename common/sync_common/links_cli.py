@@ -94,7 +94,7 @@ class StoreSettings:
         and only if it links the pair the settings name."""
         url = self.link_store_url or default_link_store_url(self.systems)
         try:
-            store = LinkStore(url, must_exist=True)
+            store = LinkStore(url, look_only=True)
         except LinkStoreUnavailable as exc:
             raise Failure(f"{exc}{self._hint()}", EXIT_STORE) from None
         bound = store.bound_to()

@@ -9,14 +9,16 @@ from __future__ import annotations
 import logging
 import typing as t
 
+import sqlalchemy as sa
 from singer_sdk import typing as th
 
 from sync_common.links import (
     LinkedSystems,
+    LinkStore,
     LinkStoreUnavailable,
-    NothingToRetry,
+    NoLinkStore,
     Side,
-    open_dead_letter_keys,
+    default_link_store_url,
 )
 
 RETRY_DEAD_LETTERS = th.Property(
@@ -62,9 +64,11 @@ def records_to_retry(
     logger: logging.Logger,
     missing: str,
 ) -> dict[str, list[str]]:
-    """The ids to re-read per tap stream; empty, with a log line saying why, when the setting
-    is off or there is nothing to read. `missing`: the settings to name when `systems` is
-    unknown. An unreachable store stops the tap (its target would fail on it anyway)."""
+    """The ids of the records from `source` with an open dead letter, by the tap stream that
+    emits them, each once (a product's item and price may both have failed); empty, with a
+    log line saying why, when the setting is off or there is nothing to read. The store is
+    only looked at. `missing`: the settings to name when `systems` is unknown. An
+    unreachable store stops the tap (its target would fail on it anyway)."""
     if not config.get("retry_dead_letters", True):
         return {}
     if systems is None:
@@ -74,17 +78,37 @@ def records_to_retry(
             missing,
         )
         return {}
+    url = config.get("link_store_url") or default_link_store_url(systems)
     try:
-        keys = open_dead_letter_keys(config.get("link_store_url"), systems, source)
-    except NothingToRetry as reason:
+        store = LinkStore(url, look_only=True)
+    except NoLinkStore as reason:  # before the first run, or before it upgraded the store
         logger.info("No dead letters to retry: %s", reason)
         return {}
     except LinkStoreUnavailable as exc:
         raise LinkStoreUnavailable(f"link_store_url: {exc}") from None
-    if keys:
-        counts = ", ".join(f"{stream} {len(ids)}" for stream, ids in keys.items())
+    try:
+        bound = store.bound_to()
+        if bound is None or bound[0] != systems:  # another pair's store holds none of ours
+            pair = bound[0] if bound else "no pair yet"
+            logger.info("No dead letters to retry: the link store %s links %s, not %s",
+                        store.location, pair, systems)  # fmt: skip
+            return {}
+        letters = store.open_dead_letters(source=source)
+    except sa.exc.SQLAlchemyError as exc:
+        reason = getattr(exc, "orig", None) or exc
+        message = f"link_store_url: cannot read {store.location}: {reason}"
+        raise LinkStoreUnavailable(message) from None
+    finally:
+        store.close()
+    ids: dict[str, list[str]] = {}
+    for letter in letters:
+        stream = ids.setdefault(letter.source_stream or letter.stream, [])
+        if letter.record_key not in stream:
+            stream.append(letter.record_key)
+    if ids:
+        counts = ", ".join(f"{stream} {len(keys)}" for stream, keys in ids.items())
         logger.info("Retrying records with open dead letters: %s", counts)
-    return keys
+    return ids
 
 
 def source_stream_of(mapper: t.Any, stream: str) -> str:
