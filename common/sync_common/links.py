@@ -31,6 +31,7 @@ from singer_sdk.exceptions import ConfigValidationError
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
+from sync_common.chargebee import chargebee_base_url
 from sync_common.report import current_run_id
 from sync_common.run_lock import RunLock
 
@@ -69,6 +70,16 @@ class LinkedSystems:
     def of(cls, webshop_api_url: str, chargebee_api_url: str) -> LinkedSystems:
         return cls(_canonical_url(webshop_api_url), _canonical_url(chargebee_api_url))
 
+    @classmethod
+    def from_settings(
+        cls, webshop_api_url: str | None, chargebee_site: str | None, chargebee_api_url: str | None
+    ) -> LinkedSystems | None:
+        """The pair a plugin's settings name (each plugin calls the settings of one side by
+        its own names); None while a side is missing."""
+        if not webshop_api_url or not (chargebee_site or chargebee_api_url):
+            return None
+        return cls.of(webshop_api_url, chargebee_base_url(chargebee_site, chargebee_api_url))
+
     def __str__(self) -> str:
         return f"webshop {self.webshop} with Chargebee {self.chargebee}"
 
@@ -77,26 +88,27 @@ class LinkedSystems:
         return hashlib.sha256(f"{self.webshop}\n{self.chargebee}".encode()).hexdigest()[:12]
 
 
-#: The settings that name the far side, so that each target knows the whole pair.
+#: The settings that name the far side, so that each plugin knows the whole pair (the
+#: targets bind the link store to it; the taps find the store's dead letters by it).
 WEBSHOP_API_URL = th.Property(
     "webshop_api_url",
     th.StringType,
-    description="Base URL of the webshop API the records come from (tap-customwebshop's "
-    "api_url). The link store is bound to this webshop and this Chargebee site: a run against "
-    "another pair is refused before it writes.",
+    description="Base URL of the webshop API of the pair of systems synced (the webshop "
+    "plugins' api_url). The link store is bound to this webshop and this Chargebee site: a "
+    "run against another pair is refused before it writes.",
 )
 CHARGEBEE_SITE = th.Property(
     "chargebee_site",
     th.StringType,
-    description="The Chargebee site the records come from (tap-chargebee's site). The link "
-    "store is bound to this site and this webshop: a run against another pair is refused "
-    "before it writes.",
+    description="The Chargebee site of the pair of systems synced (the Chargebee plugins' "
+    "site). The link store is bound to this site and this webshop: a run against another "
+    "pair is refused before it writes.",
 )
 CHARGEBEE_API_URL = th.Property(
     "chargebee_api_url",
     th.StringType,
-    description="Instead of chargebee_site: the Chargebee API URL the records come from "
-    "(tap-chargebee's api_url, e.g. the emulator).",
+    description="Instead of chargebee_site: the Chargebee API URL of the pair (the Chargebee "
+    "plugins' api_url, e.g. the emulator).",
 )
 
 
@@ -610,10 +622,13 @@ class LinkStore:
         first."""
         return self._dead_letters(_OPEN, stream=stream, source=source)
 
-    def dead_letters(self, run_id: str | None = None) -> list[DeadLetter]:
+    def dead_letters(
+        self, run_id: str | None = None, *, stream: str | None = None
+    ) -> list[DeadLetter]:
         """Dead letters whose latest failure was in one run (all entries, open and resolved,
-        when None), oldest first."""
-        return self._dead_letters(None if run_id is None else _dead_letters.c.run_id == run_id)
+        when None; of one target stream), oldest first."""
+        in_run = None if run_id is None else _dead_letters.c.run_id == run_id
+        return self._dead_letters(in_run, stream=stream)
 
     def _dead_letters(
         self,

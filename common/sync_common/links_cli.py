@@ -31,7 +31,6 @@ import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
-from sync_common.chargebee import chargebee_base_url
 from sync_common.links import (
     LinkedSystems,
     LinkStore,
@@ -44,7 +43,7 @@ EXIT_USAGE = 2
 EXIT_STORE = 3
 
 #: Each target's settings that name the pair, in the order of ROLES. They mirror how the
-#: targets bind their store (their `linked_systems`); a test keeps them alike.
+#: targets bind their store (LinkedSystems.from_settings); a test keeps them alike.
 PAIR_SETTINGS = {
     "target-chargebee": ("webshop_api_url", "site", "api_url"),
     "target-customwebshop": ("api_url", "chargebee_site", "chargebee_api_url"),
@@ -84,9 +83,7 @@ class StoreSettings:
             site, chargebee_url = args.chargebee_site, args.chargebee_api_url
         else:
             site, chargebee_url = plugin.get("chargebee_site"), plugin.get("chargebee_api_url")
-        systems = None
-        if webshop and (site or chargebee_url):
-            systems = LinkedSystems.of(webshop, chargebee_base_url(site, chargebee_url))
+        systems = LinkedSystems.from_settings(webshop, site, chargebee_url)
         return cls(args.link_store_url or plugin.get("link_store_url"), systems)
 
     def open(self) -> LinkStore:
@@ -207,12 +204,10 @@ def cmd_list(store: LinkStore, args: argparse.Namespace, out: TextIO) -> int:
 def cmd_dead_letters(store: LinkStore, args: argparse.Namespace, out: TextIO) -> int:
     # every field of DeadLetter (attempts, the first and last failure, the resolution)
     if args.all or args.run_id:
-        found = store.dead_letters(args.run_id)
+        found = store.dead_letters(args.run_id, stream=args.stream)
     else:
-        found = store.open_dead_letters()
+        found = store.open_dead_letters(args.stream)
     letters = [dataclasses.asdict(letter) for letter in found]
-    if args.stream:
-        letters = [letter for letter in letters if letter["stream"] == args.stream]
     # a table shows the plain fields; the record and its details go to CSV and JSON
     plain = [
         name

@@ -37,24 +37,6 @@ TAP_LINK_STORE_URL = th.Property(
     "the dead letters to retry; never written. Default: the target's default store for this "
     "pair of systems.",
 )
-TAP_CHARGEBEE_SITE = th.Property(
-    "chargebee_site",
-    th.StringType,
-    description="The Chargebee site target-chargebee writes to (its site): with api_url, it "
-    "names the pair of systems whose link store holds the dead letters to retry.",
-)
-TAP_CHARGEBEE_API_URL = th.Property(
-    "chargebee_api_url",
-    th.StringType,
-    description="Instead of chargebee_site: the Chargebee API URL target-chargebee writes to "
-    "(its api_url, e.g. the emulator).",
-)
-TAP_WEBSHOP_API_URL = th.Property(
-    "webshop_api_url",
-    th.StringType,
-    description="The webshop API target-customwebshop writes to (its api_url): with site or "
-    "api_url, it names the pair of systems whose link store holds the dead letters to retry.",
-)
 
 
 def records_to_retry(

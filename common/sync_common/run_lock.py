@@ -18,10 +18,13 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from singer_sdk import typing as th
+
+if TYPE_CHECKING:
+    from sync_common.links import LinkStore
 
 #: Seconds a run waits for the lock by default: longer than most runs, shorter than a hang.
 DEFAULT_WAIT = 600
@@ -209,14 +212,14 @@ class RunLock:
         return value - (1 << 32) if value >= 1 << 31 else value
 
 
-def hold_for_run(lock: RunLock, plugin: str, run_id: str, wait: int | None, logger: Any) -> float:
-    """Take the run lock for a target's run, before its first write; the seconds waited. When
-    another run holds it past `wait` seconds (the run_lock_wait setting) this run stops (exit
-    1) with that run's name."""
+def hold_for_run(store: LinkStore, plugin: str, wait: int | None, logger: Any) -> float:
+    """Take the run lock of `store` for a target's run, before its first write; the seconds
+    waited. When another run holds it past `wait` seconds (the run_lock_wait setting) this
+    run stops (exit 1) with that run's name."""
     wait_seconds = DEFAULT_WAIT if wait is None else wait
     try:
-        return lock.acquire(
-            holder_description(plugin, run_id),
+        return store.run_lock().acquire(
+            holder_description(plugin, store.run_id),
             wait_seconds,
             on_wait=lambda who: logger.warning(
                 "Waiting up to %g s for %s to finish: it holds the link store's run lock",

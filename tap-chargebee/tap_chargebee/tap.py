@@ -11,14 +11,8 @@ from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
 
-from sync_common.chargebee import chargebee_base_url
-from sync_common.links import LinkedSystems
-from sync_common.retry import (
-    RETRY_DEAD_LETTERS,
-    TAP_LINK_STORE_URL,
-    TAP_WEBSHOP_API_URL,
-    records_to_retry,
-)
+from sync_common.links import WEBSHOP_API_URL, LinkedSystems
+from sync_common.retry import RETRY_DEAD_LETTERS, TAP_LINK_STORE_URL, records_to_retry
 from sync_common.throttle import Throttle, ThrottledSession
 from tap_chargebee import streams
 
@@ -70,7 +64,7 @@ class TapChargebee(Tap):
         ),
         RETRY_DEAD_LETTERS,
         TAP_LINK_STORE_URL,
-        TAP_WEBSHOP_API_URL,
+        WEBSHOP_API_URL,
     ).to_dict()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
@@ -87,10 +81,10 @@ class TapChargebee(Tap):
     @cached_property
     def dead_letter_ids(self) -> dict[str, list[str]]:
         """Per stream, the Chargebee records with an open dead letter (sync_common.retry)."""
-        systems = None
-        if self.config.get("webshop_api_url"):
-            chargebee = chargebee_base_url(self.config.get("site"), self.config.get("api_url"))
-            systems = LinkedSystems.of(self.config["webshop_api_url"], chargebee)
+        config = self.config
+        systems = LinkedSystems.from_settings(
+            config.get("webshop_api_url"), config.get("site"), config.get("api_url")
+        )
         return records_to_retry(self.config, systems, "chargebee", self.logger, "webshop_api_url")
 
     def load_streams(self) -> list[Stream]:

@@ -9,15 +9,8 @@ from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 
-from sync_common.chargebee import chargebee_base_url
-from sync_common.links import LinkedSystems
-from sync_common.retry import (
-    RETRY_DEAD_LETTERS,
-    TAP_CHARGEBEE_API_URL,
-    TAP_CHARGEBEE_SITE,
-    TAP_LINK_STORE_URL,
-    records_to_retry,
-)
+from sync_common.links import CHARGEBEE_API_URL, CHARGEBEE_SITE, LinkedSystems
+from sync_common.retry import RETRY_DEAD_LETTERS, TAP_LINK_STORE_URL, records_to_retry
 from tap_customwebshop import streams
 
 
@@ -81,17 +74,17 @@ class TapCustomwebshop(Tap):
         ),
         RETRY_DEAD_LETTERS,
         TAP_LINK_STORE_URL,
-        TAP_CHARGEBEE_SITE,
-        TAP_CHARGEBEE_API_URL,
+        CHARGEBEE_SITE,
+        CHARGEBEE_API_URL,
     ).to_dict()
 
     @cached_property
     def dead_letter_ids(self) -> dict[str, list[str]]:
         """Per stream, the webshop records with an open dead letter (sync_common.retry)."""
-        site, url = self.config.get("chargebee_site"), self.config.get("chargebee_api_url")
-        systems = None
-        if site or url:
-            systems = LinkedSystems.of(self.config["api_url"], chargebee_base_url(site, url))
+        config = self.config
+        systems = LinkedSystems.from_settings(
+            config.get("api_url"), config.get("chargebee_site"), config.get("chargebee_api_url")
+        )
         missing = "chargebee_site (or chargebee_api_url)"
         return records_to_retry(self.config, systems, "webshop", self.logger, missing)
 

@@ -148,20 +148,16 @@ class TargetChargebee(Target):
             max_concurrency=config.get("max_concurrency") or 4,
             timeout=config.get("request_timeout") or 60,
         )
-        systems = None
-        if config.get("webshop_api_url"):
-            systems = LinkedSystems.of(
-                config["webshop_api_url"],
-                chargebee_base_url(config.get("site"), config.get("api_url")),
-            )
+        systems = LinkedSystems.from_settings(
+            config.get("webshop_api_url"), config.get("site"), config.get("api_url")
+        )
         links = t.cast(Links, open_store(config.get("link_store_url"), systems, store=Links))
         waited = 0.0
         if check:
             url_setting = "api_url" if config.get("api_url") else "site"
             preflight(api, "/customers", "Chargebee", url_setting)
             if not config.get("dry_run"):  # a dry run writes nothing: it need not wait
-                lock, wait = links.run_lock(), config.get("run_lock_wait")
-                waited = hold_for_run(lock, self.name, links.run_id, wait, self.logger)
+                waited = hold_for_run(links, self.name, config.get("run_lock_wait"), self.logger)
         engine = Engine(api=api, links=links, settings=dict(config), logger=self.logger)
         engine.report.run_lock_waited = waited
         return engine

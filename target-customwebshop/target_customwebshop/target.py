@@ -12,7 +12,6 @@ from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecReader
 from singer_sdk.exceptions import ConfigValidationError
 
-from sync_common.chargebee import chargebee_base_url
 from sync_common.conflicts import CONFLICT_POLICY, EMPTY_OVERWRITES
 from sync_common.guard import MAX_DELETE_PERCENT, DeleteGuard
 from sync_common.http import ApiClient, preflight, webshop_error
@@ -95,8 +94,9 @@ class TargetCustomwebshop(Target):
         if kwargs.get("validate_config", True):
             preflight(api, "/customers", "the webshop")
             if not self.dry_run:  # a dry run writes nothing: it need not wait
-                lock, wait = links.run_lock(), self.config.get("run_lock_wait")
-                waited = hold_for_run(lock, self.name, links.run_id, wait, self.logger)
+                waited = hold_for_run(
+                    links, self.name, self.config.get("run_lock_wait"), self.logger
+                )
         self.api = PlanningClient(api) if self.dry_run else api
         self.links = PlanningLinks(links) if self.dry_run else links
         self.report = RunReport(
@@ -109,10 +109,10 @@ class TargetCustomwebshop(Target):
         self.unlinked_items: dict[str, tuple] = {}
 
     def linked_systems(self) -> LinkedSystems | None:
-        site, url = self.config.get("chargebee_site"), self.config.get("chargebee_api_url")
-        if not (site or url):
-            return None
-        return LinkedSystems.of(self.config["api_url"], chargebee_base_url(site, url))
+        config = self.config
+        return LinkedSystems.from_settings(
+            config.get("api_url"), config.get("chargebee_site"), config.get("chargebee_api_url")
+        )
 
     def source_stream_of(self, stream: str) -> str:
         """The tap stream `stream` comes from, for its dead letters."""
