@@ -5,6 +5,7 @@ the official SDK."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import pytest
@@ -71,9 +72,10 @@ def test_two_chargebee_customers_with_one_email_are_reported_not_linked(two_way)
     cb = cb_client(two_way.chargebee)
     # two in Chargebee, none in the webshop: no webshop customer is made for either
     cb.Customer.create({"id": "cb_twin_1", "email": "twin@example.com", "first_name": "Tea"})
-    cb.Customer.create({"id": "cb_twin_2", "email": "Twin@Example.com", "first_name": "Tia"})
     # two in Chargebee, one in the webshop: it is linked to neither, nothing is created
     cb.Customer.create({"id": "cb_pair_1", "email": "pair@example.com", "first_name": "Per"})
+    time.sleep(2.1)  # the second of each pair is newer than the first one's bookmark margin
+    cb.Customer.create({"id": "cb_twin_2", "email": "Twin@Example.com", "first_name": "Tia"})
     cb.Customer.create({"id": "cb_pair_2", "email": "PAIR@example.com", "first_name": "Pia"})
     pair = webshop_post(two_way, "customers", {"email": "Pair@Example.com", "first_name": "Pål"})
 
@@ -106,7 +108,12 @@ def test_two_chargebee_customers_with_one_email_are_reported_not_linked(two_way)
     assert forward["streams"]["customers"]["skipped"] == 1
     assert forward["rejected"] == 0, forward["rejections"]
 
+    # one of each pair edited: the incremental read brings just it (the first ones are
+    # older than the bookmark), and the kept ambiguous records come with it: not matched alone
+    cb.Customer.update("cb_twin_2", {"first_name": "Tiia"})
+    cb.Customer.update("cb_pair_2", {"first_name": "Piia"})
     assert_quiet(two_way)
+    assert len(two_way.reverse_report()["ambiguous_matches"]) == 4
     # every record read again (no Meltano state): still ambiguous, still nothing linked
     two_way.env["MELTANO_DATABASE_URI"] = f"sqlite:///{two_way.tmp / 'meltano-again.db'}"
     assert_quiet(two_way)
@@ -115,6 +122,27 @@ def test_two_chargebee_customers_with_one_email_are_reported_not_linked(two_way)
     for chargebee_id in ("cb_twin_1", "cb_twin_2", "cb_pair_1", "cb_pair_2"):
         assert links.get_by_chargebee("customers", chargebee_id) is None
     assert len(webshop_get(two_way, "customers")) == 1
+    assert {letter.record_key for letter in links.open_dead_letters()} == {
+        "cb_twin_1", "cb_twin_2", "cb_pair_1", "cb_pair_2", str(pair["id"])
+    }  # fmt: skip
+
+    # a person makes the e-mails differ: each is linked or created, none read anew is lost
+    cb.Customer.update("cb_twin_2", {"email": "tia@example.com"})
+    cb.Customer.update("cb_pair_2", {"email": "pia@example.com"})
+    two_way.run()
+    assert links.get_by_chargebee("customers", "cb_pair_1").webshop_id == str(pair["id"])
+    by_email = {c["email"].casefold(): c for c in webshop_get(two_way, "customers")}
+    assert sorted(by_email) == [
+        "pair@example.com", "pia@example.com", "tia@example.com", "twin@example.com"
+    ]  # fmt: skip
+    for chargebee_id in ("cb_twin_1", "cb_twin_2", "cb_pair_2"):
+        link = links.get_by_chargebee("customers", chargebee_id)
+        assert link is not None and link.webshop_id != str(pair["id"])
+    assert len(cb_all(cb, "customers")) == 4
+    assert links.open_dead_letters() == []
+    assert two_way.reverse_report()["ambiguous_matches"] == []
+    assert two_way.last_report()["ambiguous_matches"] == []
+    assert_quiet(two_way)
 
 
 def create_item(cb, item_id: str, item_name: str, price: dict) -> None:

@@ -11,8 +11,8 @@ in both directions (target-chargebee and target-customwebshop).
 - Exactly one candidate, not linked to another record: matched (linked). Several candidates,
   or several records of this side with one key, or the one candidate already linked to another
   record: ambiguous. Such a record is neither linked nor created; it is counted as skipped,
-  listed in the report's `ambiguous_matches`, and stays so until a person makes the keys
-  differ (or links by hand).
+  listed in the report's `ambiguous_matches`, and kept as an open dead letter, which the tap
+  emits again each run: it stays so until a person makes the keys differ (or links by hand).
 """
 
 from __future__ import annotations

@@ -82,9 +82,9 @@ class Rejected(Exception):  # noqa: N818 (a decision, not a failure)
 
 class Ambiguous(Exception):  # noqa: N818 (a decision, not a failure)
     """Raised by sink code when a record with no link matches several Chargebee records, or
-    one that another record has (sync_common.matching): it is neither linked nor created, not
-    dead-lettered, but counted as skipped and listed in the report's `ambiguous_matches`
-    (`entry`) until a person resolves it."""
+    one that another record has (sync_common.matching): it is neither linked nor created, but
+    counted as skipped, listed in the report's `ambiguous_matches` (`entry`) and kept for the
+    next run (`Engine.skip_ambiguous`) until a person resolves it."""
 
     def __init__(self, entry: dict[str, Any]) -> None:
         super().__init__(entry["reason"])
@@ -620,12 +620,25 @@ class Engine:
     def skip_ambiguous(
         self, sink: ResourceSink, record: dict, entry: dict[str, Any], *, chargebee_id: str
     ) -> None:
-        """A record matching is unsure about: not written, not dead-lettered; skipped with the
-        reason and listed in `ambiguous_matches`. Its children wait for it and are refused."""
+        """A record matching is unsure about: not written; skipped with the reason and listed
+        in `ambiguous_matches`. Its children wait for it and are refused. It is kept as an
+        open dead letter, not counted as one: the tap emits it again each run, so it is
+        decided again together with the records that share its key (an incremental read may
+        bring just one of them), until it goes through."""
         self.rejected_refs[(sink.resource, chargebee_id)] = entry["reason"]
         webshop_id = str(record.get("webshop_id") or record.get("id") or "")
         self.logger.warning("Skipped %s %s: %s", sink.stream_name, webshop_id, entry["reason"])
         self.report.ambiguous.append(entry)
+        if not self.dry_run:
+            self.links.dead_letter(
+                sink.stream_name,
+                webshop_id,
+                f"ambiguous: {entry['reason']}",
+                source_stream=self.source_stream_of(sink.stream_name),
+                chargebee_id=None,
+                details={k: entry[k] for k in ("candidates_in", "candidates")},
+                record=record,
+            )
         self.report.count(sink.stream_name, "skipped")
         self.report.change(
             sink.stream_name, "skipped", webshop_id=webshop_id, chargebee_id=chargebee_id

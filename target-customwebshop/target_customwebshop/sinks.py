@@ -339,10 +339,10 @@ class CustomersSink(WebshopSink):
                 f"Chargebee customers {', '.join(ids)} have this e-mail; none is linked or "
                 "created until they differ, or one is linked by hand"
             )
-            for chargebee_id in records:
+            for chargebee_id, record in records.items():
                 self.report.received(self.stream_name)
                 self.report.count(self.stream_name, "skipped")
-                self.report.ambiguous.append(ambiguous_entry(
+                keep_ambiguous(self, record, ambiguous_entry(
                     self.stream_name, chargebee_id=chargebee_id, by="e-mail",
                     candidates_in="chargebee", candidates=ids, reason=reason,
                 ))  # fmt: skip
@@ -559,8 +559,20 @@ def ambiguous(
 ) -> Skip:
     """First contact found several candidates (sync_common.matching): the record is listed
     in `ambiguous_matches` and skipped with the reason, neither linked nor created."""
-    sink.report.ambiguous.append(ambiguous_entry(
+    keep_ambiguous(sink, record, ambiguous_entry(
         sink.stream_name, chargebee_id=record["chargebee_id"], by=by,
         candidates_in=side, candidates=candidates, reason=reason,  # type: ignore[arg-type]
     ))  # fmt: skip
     return Skip(f"ambiguous: {reason}")
+
+
+def keep_ambiguous(sink: WebshopSink, record: dict, entry: dict) -> None:
+    """List the record in `ambiguous_matches` and keep it as an open dead letter: the tap
+    emits it again each run, so it is decided again together with the records that share
+    its key (an incremental read may bring just one of them), until it goes through."""
+    sink.report.ambiguous.append(entry)
+    sink.links.add_dead_letter(
+        sink.stream_name, str(record["chargebee_id"]), f"ambiguous: {entry['reason']}",
+        record, source="chargebee", source_stream=sink.source.source_stream_of(sink.stream_name),
+        details={"candidates_in": entry["candidates_in"], "candidates": entry["candidates"]},
+    )  # fmt: skip
