@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from sync_sandbox.process import RunningSandbox, start_sandbox
-from tests.harness import CHARGEBEE_KEY, GENERATE, WEBSHOP_KEY, Sync, TwoWaySync
+from tests.harness import CHARGEBEE_KEY, GENERATE, SMALL, WEBSHOP_KEY, Sync, TwoWaySync
 
 
 @pytest.fixture
@@ -61,10 +61,6 @@ def store_url(request, tmp_path):
     return request.getfixturevalue("pg_database")
 
 
-#: A smaller webshop for the two-way tests.
-SMALL = ("--generate", "customers=20,products=10,orders=20", "--seed", "3")
-
-
 @pytest.fixture
 def small_shop(tmp_path) -> RunningSandbox:
     sandbox = start_sandbox("customwebshop", str(tmp_path / "shop.db"), WEBSHOP_KEY, *SMALL)
@@ -73,11 +69,14 @@ def small_shop(tmp_path) -> RunningSandbox:
 
 
 @pytest.fixture
-def two_way(tmp_path, small_shop, chargebee) -> TwoWaySync:
-    """Both sandboxes after a first `meltano run sync`: the webshop's records in Chargebee."""
-    sync = TwoWaySync(tmp_path, small_shop, chargebee)
-    sync.run()
-    return sync
+def two_way(baseline, tmp_path) -> TwoWaySync:
+    """Both sandboxes after a first `meltano run sync` (the webshop's records in Chargebee):
+    copies of the session's baseline, which ran it once."""
+    from tests.fault_ledger import World
+
+    world = World(baseline, tmp_path, fast_retries=False)
+    yield world.sync
+    world.stop()
 
 
 # ---------------------------------------------------------------------------- fault suite

@@ -28,6 +28,8 @@ CHARGEBEE_KEY = "test_cb_key_0123456789"
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 GENERATE = ("--generate", "customers=30,products=20,orders=40", "--seed", "1")
+#: A smaller webshop for the two-way tests (and the fault suite's baseline).
+SMALL = ("--generate", "customers=20,products=10,orders=20", "--seed", "3")
 RESOURCES = ("customers", "items", "item_prices", "invoices", "orders")
 SDK_MODEL = {
     "customers": ("Customer", "customer"),
