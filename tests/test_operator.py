@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from sync_common.dataflow import chargebee_type, documents, fields_used
 from sync_common.report import OUTCOMES
+from sync_docs.dataflow import chargebee_type, documents, fields_used
 from sync_sandbox.process import start_sandbox
 from tap_chargebee.tap import TapChargebee
 from tap_customwebshop.tap import TapCustomwebshop
@@ -315,7 +315,7 @@ def test_a_wrong_or_missing_setting_fails_at_start_naming_it(
 
 
 def test_generated_documents_are_current():
-    stale = [str(path.relative_to(REPO)) for path, text in documents().items()
+    stale = [str(path.relative_to(REPO)) for path, text in documents(REPO).items()
              if not path.exists() or path.read_text() != text]  # fmt: skip
     assert not stale, f"run `make docs` and commit: {stale}"
 

@@ -5,11 +5,17 @@
   Order ↔ Order, Product ↔ Item), each with a property table per direction. The webshop
   properties are read from the map expressions (parsed, not guessed); the Chargebee data
   types are the emulator's parameter specs (`sync_sandbox.chargebee.operations`), so they are
-  written down once.
+  written down once. (The official SDK's typed models, `chargebee.models.*`, would be the
+  other source; they give str/int/bool and the enums, the same but for an imported invoice's
+  payment method, where the SDK has every method and not the few import takes, and no
+  lengths, bounds, e-mail format, or seconds versus milliseconds.)
 - In each plugin's README, the part between the `sync-docs:about` markers: the plugin's
   `--about --format=markdown` output (headings two levels down, lines trimmed).
 
-`sync-docs` writes them; `sync-docs --check` fails when a committed file differs.
+`sync-docs` writes them; `sync-docs --check` fails when a committed file differs. It works on
+the source checkout it is run in (the nearest directory up from the current one that holds
+`meltano.yml`, or `--root`). A development tool: it reads the plugins and the emulator, and
+nothing the plugins run imports it.
 """
 
 from __future__ import annotations
@@ -30,7 +36,6 @@ from target_chargebee.params import CONTROL_FIELDS as FORWARD_CONTROL
 from target_customwebshop.sinks import CONTROL_FIELDS as BACK_CONTROL
 from target_customwebshop.sinks import SINKS as BACK_SINKS
 
-ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = ("tap-customwebshop", "target-chargebee", "tap-chargebee", "target-customwebshop")
 ABOUT_START, ABOUT_END = "<!-- sync-docs:about -->", "<!-- /sync-docs:about -->"
 
@@ -187,7 +192,7 @@ def load_maps(meltano_yml: Path) -> tuple[dict, dict, dict]:
     )
 
 
-def render_dataflow(meltano_yml: Path = ROOT / "meltano.yml") -> str:
+def render_dataflow(meltano_yml: Path) -> str:
     forward, back, map_config = load_maps(meltano_yml)
     out = [
         "# Customwebshop to Chargebee Dataflow",
@@ -296,8 +301,19 @@ def with_about(readme: str, about: str) -> str:
     return f"{readme[: start + len(ABOUT_START)]}\n\n{about}\n\n{readme[end:]}"
 
 
-def documents(root: Path = ROOT) -> dict[Path, str]:
-    """Every generated file and its content as it should be now."""
+def project_root(start: Path | None = None) -> Path:
+    """The source checkout: the nearest directory from `start` (the current one) upwards that
+    holds `meltano.yml`."""
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        if (directory / "meltano.yml").is_file():
+            return directory
+    raise SystemExit(f"sync-docs: no meltano.yml in {here} or above; run it in the checkout")
+
+
+def documents(root: Path | None = None) -> dict[Path, str]:
+    """Every generated file under `root` (the checkout) and its content as it should be now."""
+    root = root or project_root()
     docs = {root / "docs" / "dataflow.md": render_dataflow(root / "meltano.yml")}
     for plugin in PLUGINS:
         readme = root / plugin / "README.md"
@@ -308,12 +324,14 @@ def documents(root: Path = ROOT) -> dict[Path, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sync-docs", description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="fail if a file is not current")
+    parser.add_argument("--root", type=Path, help="the checkout (default: found from here up)")
     args = parser.parse_args(argv)
+    root = project_root(args.root)
     stale = []
-    for path, text in documents().items():
+    for path, text in documents(root).items():
         if path.exists() and path.read_text() == text:
             continue
-        stale.append(path.relative_to(ROOT))
+        stale.append(path.relative_to(root))
         if not args.check:
             path.write_text(text)
     for path in stale:
