@@ -454,3 +454,135 @@ def test_remaining_operations_through_the_sdk(cb):
     assert cb.Invoice.list({"customer_id": {"is": customer}}).list == []
     gone = cb.Order.list({"id": {"is": legacy.id}, "include_deleted": True}).list
     assert gone[0].order.deleted  # its orders went with it
+
+
+# ---------------------------------------------------------------- found by other clients
+
+
+def raw_get(sandbox: RunningSandbox, path: str, **params) -> requests.Response:
+    return requests.get(f"{sandbox.url}/api/v2{path}", params=params, auth=(KEY, ""), timeout=10)
+
+
+def test_configurations_name_the_site_and_product_catalog_2(cb, emulator):
+    # singer-io's tap-chargebee reads this first to choose between plans and items
+    configurations = cb.Configuration.list().configurations
+    assert [(c.domain, c.product_catalog_version) for c in configurations] == [
+        ("sandbox-test", "v2")
+    ]  # fmt: skip
+    assert configurations[0].raw_data["object"] == "configuration"
+    assert configurations[0].chargebee_response_schema_type == "items"
+
+
+def test_booleans_are_read_in_any_case_and_never_misread(cb, emulator):
+    id_ = unique("cws")
+    cb.Customer.create({"id": id_})
+    cb.Customer.delete(id_)
+    # a Python bool put into a query string as it is arrives as `True`
+    listed = raw_get(emulator, "/customers", include_deleted="True", **{"id[is]": id_})
+    assert [entry["customer"]["id"] for entry in listed.json()["list"]] == [id_]
+    for params in (
+        {"include_deleted": "yes"},
+        {"include_deleted[is]": "true"},
+        {"auto_close_invoices[is]": "1"},
+        {"email[is_present]": "maybe"},
+    ):
+        refused = raw_get(emulator, "/customers", **params)
+        assert (refused.status_code, refused.json()["api_error_code"]) == (
+            400, "param_wrong_value"
+        ), params  # fmt: skip
+        assert refused.json()["param"].startswith(next(iter(params)).split("[")[0])
+    family = unique("fam")
+    written = raw_post(emulator, "/item_families", data={"id": family, "name": family})
+    item = raw_post(
+        emulator,
+        "/items",
+        data={"id": family + "_i", "name": family + "_i", "type": "charge",
+              "item_family_id": family, "is_shippable": "TRUE"},
+    )  # fmt: skip
+    assert written.status_code == 200 and item.json()["item"]["is_shippable"] is True
+    scoped = requests.get(
+        f"{emulator.url}/api/v2/items",
+        params={"include_site_level_resources[is]": "nope"},
+        headers={ENTITY_HEADER: "eu"},
+        auth=(KEY, ""),
+        timeout=10,
+    )
+    assert scoped.status_code == 400
+    assert scoped.json()["param"] == "include_site_level_resources[is]"
+    knob = requests.post(
+        f"{emulator.url}/_sandbox/knobs", json={"retry_after": "false"}, timeout=10
+    )
+    assert knob.status_code == 400
+
+
+def test_attribute_names_are_chargebees(cb):
+    customer = unique("cws")
+    cb.Customer.create({"id": customer})
+    _item, price = catalog(cb)
+    invoice_id = sale(cb, customer, price, quantity=1)
+    lines = cb.Invoice.retrieve(invoice_id).invoice.line_items
+    assert [line.is_taxed for line in lines] == [False, False]
+    assert all("is_taxable" not in line.raw_data for line in lines)
+    order = cb.Order.import_order(
+        {"invoice_id": invoice_id, "status": "queued", "created_at": 1_700_000_000,
+         "order_date": 1_700_000_000, "shipping_date": 1_700_000_000}
+    ).order  # fmt: skip
+    assert order.amount_adjusted == 0 and "amount_adjustments" not in order.raw_data
+
+
+def test_params_chargebee_does_not_have_are_refused(cb, emulator):
+    for path in ("/items", "/item_prices", "/item_families", "/business_entities/transfers"):
+        refused = raw_get(emulator, path, include_deleted="true")
+        assert (refused.status_code, refused.json()["param"]) == (400, "include_deleted"), path
+        assert refused.json()["api_error_code"] == "param_wrong_value"
+    for path in ("/customers", "/invoices", "/orders"):
+        assert raw_get(emulator, path, include_deleted="true").status_code == 200, path
+
+    customer = unique("cws")
+    cb.Customer.create({"id": customer})
+    base = {"id": unique("inv"), "customer_id": customer, "currency_code": "EUR",
+            "date": 1_700_000_000, "total": 500}  # fmt: skip
+    for change, param in (
+        ({"line_items": [{"description": "Fee", "amount": 500, "entity_type": "charge"}]},
+         "line_items[entity_type][0]"),
+        ({"line_items": [{"description": "Fee", "amount": 500}],
+          "payments": [{"amount": 500, "payment_method": "app_store"}]},
+         "payments[payment_method][0]"),
+        ({"line_items": [{"description": "Fee", "amount": 500}],
+          "payments": [{"amount": 500, "payment_method": "play_store"}]},
+         "payments[payment_method][0]"),
+    ):  # fmt: skip
+        with pytest.raises(chargebee.InvalidRequestError) as refused:
+            cb.Invoice.import_invoice({**base, **change})
+        assert (refused.value.api_error_code, refused.value.param) == ("param_wrong_value", param)
+    invoice_id = cb.Invoice.import_invoice(
+        {**base, "line_items": [{"description": "Fee", "amount": 500}]}
+    ).invoice.id
+    refused = raw_post(emulator, f"/invoices/{invoice_id}/delete", data={"claim_credits": "true"})
+    assert (refused.status_code, refused.json()["param"]) == (400, "claim_credits")
+    assert cb.Invoice.retrieve(invoice_id).invoice.deleted is False
+
+
+def test_sandbox_reset_empties_the_emulator(tmp_path):
+    sandbox = start_sandbox("chargebee", str(tmp_path / "cb.db"), KEY)
+    try:
+        cb = sdk_for(sandbox)
+        key = {"chargebee-idempotency-key": "reset-test"}
+        cb.Customer.create({"id": "before", "email": "before@example.com"}, headers=key)
+        cb.ItemFamily.create({"id": "fam", "name": "Fam"})
+        answer = requests.post(f"{sandbox.url}/_sandbox/reset", timeout=10)
+        assert answer.status_code == 200 and answer.json()["total"] == 0
+        assert cb.Customer.list().list == [] and cb.ItemFamily.list().list == []
+        with pytest.raises(chargebee.InvalidRequestError):
+            cb.Customer.retrieve("before")
+        again = cb.Customer.create({"id": "before", "email": "before@example.com"}, headers=key)
+        assert not again.is_idempotency_replayed  # the key was forgotten too
+        cb.ItemFamily.create({"id": "fam", "name": "Fam"})
+    finally:
+        sandbox.stop()
+    sandbox = start_sandbox("chargebee", str(tmp_path / "cb.db"), KEY)
+    try:  # the reset reached the SQLite file: a restart brings back only what came after
+        ids = [entry.customer.id for entry in sdk_for(sandbox).Customer.list().list]
+        assert ids == ["before"]
+    finally:
+        sandbox.stop()

@@ -39,3 +39,6 @@ class IdempotencyLog:
             "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?)",
             (key, fingerprint, status, body, time.time()),
         )
+
+    def clear(self) -> None:
+        self._db.execute("DELETE FROM idempotency")

@@ -54,6 +54,8 @@ class Knobs:
         for name, value in changes.items():
             if name not in known:
                 raise ValueError(f"unknown knob {name!r}; known: {sorted(known)}")
+            if known[name] == "bool" and not isinstance(value, bool):  # "false" is truthy
+                raise ValueError(f"knob {name!r} takes true or false, not {value!r}")
             setattr(self, name, value)
 
 
@@ -92,10 +94,16 @@ Authenticator = Callable[[], bool]
 
 
 class Sandbox:
-    """The shared behaviour installed on one Flask app."""
+    """The shared behaviour installed on one Flask app. With `clear_state`, `POST
+    /_sandbox/reset` empties the sandbox (that callable) and its counts and rate window."""
 
     def __init__(
-        self, app: Flask, knobs: Knobs, authenticate: Authenticator, render: ErrorRenderer
+        self,
+        app: Flask,
+        knobs: Knobs,
+        authenticate: Authenticator,
+        render: ErrorRenderer,
+        clear_state: Callable[[], None] | None = None,
     ):
         self.app = app
         self.knobs = knobs
@@ -117,6 +125,11 @@ class Sandbox:
         app.add_url_rule(
             CONTROL_PREFIX + "knobs", "_sandbox.knobs", self._knobs, methods=["GET", "POST"]
         )
+        if clear_state is not None:
+            self.clear_state = clear_state
+            app.add_url_rule(
+                CONTROL_PREFIX + "reset", "_sandbox.reset_all", self._reset_all, methods=["POST"]
+            )
 
     def _draw(self, share: float) -> bool:
         with self._lock:
@@ -210,6 +223,12 @@ class Sandbox:
             self.faults.clear()
         return self._stats()
 
+    def _reset_all(self) -> Response:
+        """Empty state, counts and rate window; the knobs stay as they are."""
+        self.clear_state()
+        self.window = RateWindow()
+        return self._reset()
+
     def _knobs(self) -> Response:
         if request.method == "POST":
             try:
@@ -253,7 +272,10 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_port: int) -> 
 
 
 def _boolean(text: str) -> bool:
-    return text.strip().lower() in ("1", "true", "yes", "on")
+    value = text.strip().lower()
+    if value not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (true or false)")
+    return value in ("1", "true", "yes", "on")
 
 
 def knobs_from_arguments(args: argparse.Namespace) -> Knobs:

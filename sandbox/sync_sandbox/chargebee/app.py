@@ -29,7 +29,7 @@ from sync_sandbox.chargebee.errors import (
     wrong_value,
 )
 from sync_sandbox.chargebee.listing import list_page
-from sync_sandbox.chargebee.params import BOOL, parse_form, s, validate
+from sync_sandbox.chargebee.params import BOOL, parse_bool, parse_form, s, validate
 from sync_sandbox.chargebee.store import Store
 from sync_sandbox.server import Knobs, Refusal, Sandbox
 
@@ -40,12 +40,19 @@ _ID = re.compile(r"^[A-Za-z0-9_.@-]+$")
 TRANSFERS_PER_YEAR = 3
 
 
-def create_app(store: Store, api_key: str, business_entities: list[str], knobs: Knobs) -> Flask:
+def create_app(
+    store: Store,
+    api_key: str,
+    business_entities: list[str],
+    knobs: Knobs,
+    site: str = "sandbox-test",
+) -> Flask:
     """`business_entities`: the ids configured on the emulated site; the first is the default
-    one, where a customer created without any entity lands."""
+    one, where a customer created without any entity lands. `site`: the site's name, as
+    `GET /configurations` gives it."""
     app = Flask("chargebee-sandbox")
-    api = Api(store, business_entities)
-    Sandbox(app, knobs, functools.partial(_authenticated, api_key), _refusal)
+    api = Api(store, business_entities, site)
+    Sandbox(app, knobs, functools.partial(_authenticated, api_key), _refusal, store.clear)
     app.register_error_handler(ChargebeeError, ChargebeeError.response)
     app.register_error_handler(404, lambda _e: _unknown_path())
     app.register_error_handler(
@@ -65,6 +72,7 @@ def create_app(store: Store, api_key: str, business_entities: list[str], knobs: 
         app.add_url_rule(
             f"{API}/{plural}/<id_>", f"retrieve_{kind}", functools.partial(api.retrieve, kind)
         )
+    route("/configurations", api.list_configurations)
     route("/customers", api.create_customer, "POST")
     route("/customers", api.list_customers)
     route("/customers/<id_>", api.update_customer, "POST")
@@ -157,6 +165,17 @@ def _clean(obj: dict) -> dict:
     return out
 
 
+def _site_level(given: Any) -> bool:
+    """`include_site_level_resources[is]=true|false`, a boolean filter."""
+    if given is None:
+        return False
+    if not isinstance(given, dict) or list(given) != ["is"]:
+        raise wrong_value(
+            "include_site_level_resources", "is given as include_site_level_resources[is]=true"
+        )
+    return parse_bool(given["is"], "include_site_level_resources[is]")
+
+
 def _address(given: dict | None, kind: str) -> dict | None:
     return {**given, "object": kind} if given else None
 
@@ -172,9 +191,10 @@ def _new_id(prefix: str = "") -> str:
 
 
 class Api:
-    def __init__(self, store: Store, business_entities: list[str]) -> None:
+    def __init__(self, store: Store, business_entities: list[str], site: str) -> None:
         self.store = store
         self.entities = business_entities
+        self.site = site
 
     # ---------------------------------------------------------------- plumbing
 
@@ -277,14 +297,16 @@ class Api:
         site_level: bool = False,
         visible: Callable[[dict], bool] = lambda obj: not obj.get("deleted"),
     ) -> dict:
-        """A list: `include_deleted` where Chargebee has it, entity scoping by the header."""
+        """A list: `include_deleted` only where Chargebee has it (elsewhere it is an unknown
+        param, refused), entity scoping by the header."""
         params = _query()
         extra = {"include_site_level_resources"} if site_level else set()
+        include_deleted = False
         if deletable:
             extra.add("include_deleted")
-        include_deleted = params.get("include_deleted") == "true"
-        site = params.get("include_site_level_resources", {})
-        with_site = isinstance(site, dict) and site.get("is") == "true"
+            given = params.get("include_deleted")  # empty: null, the default
+            include_deleted = given not in (None, "") and parse_bool(given, "include_deleted")
+        with_site = site_level and _site_level(params.get("include_site_level_resources"))
         with self.store.lock:
             entity = self.context_entity()
             objects = [
@@ -302,6 +324,20 @@ class Api:
         if next_offset:
             body["next_offset"] = next_offset
         return body
+
+    # ---------------------------------------------------------------- site
+
+    def list_configurations(self) -> dict:
+        """The site's configuration, as Chargebee lists it: a client (singer-io's tap-chargebee)
+        reads `product_catalog_version` to choose between plans/addons and items."""
+        validate(_query(), {})
+        configuration = {
+            "domain": self.site,
+            "product_catalog_version": "v2",
+            "chargebee_response_schema_type": "items",
+            "object": "configuration",
+        }
+        return {"configurations": [configuration]}
 
     # ---------------------------------------------------------------- customers
 
@@ -693,7 +729,7 @@ class Api:
             "quantity": quantity,
             "amount": amount,
             "pricing_model": "flat_fee",
-            "is_taxable": tax > 0,
+            "is_taxed": tax > 0,
             "tax_amount": tax,
             "customer_id": customer_id,
             "description": line["description"],
@@ -705,7 +741,7 @@ class Api:
         }
 
     def delete_invoice(self, id_: str) -> dict:
-        validate(_form(), {"comment": s(300), "claim_credits": BOOL})
+        validate(_form(), {"comment": s(300)})
         invoice = self.live("invoice", id_)
         invoice["deleted"] = True
         for order in self.store.all("order"):  # its orders hang off it: they go too
@@ -752,7 +788,7 @@ class Api:
             "tax": invoice["tax"],
             "total": invoice["total"],
             "amount_paid": invoice["amount_paid"],
-            "amount_adjustments": 0,
+            "amount_adjusted": 0,
             "refundable_credits_issued": p.get("refundable_credits_issued") or 0,
             "is_gifted": False,
             "order_line_items": [self._order_line(line, invoice) for line in invoice["line_items"]],

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     entities = [entity.strip() for entity in args.business_entities.split(",") if entity.strip()]
-    app = create_app(Store(args.db), args.api_key, entities, knobs_from_arguments(args))
+    app = create_app(Store(args.db), args.api_key, entities, knobs_from_arguments(args), args.site)
     serve(app, args.host, args.port, f"Chargebee emulator, site {args.site}")
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from sync_sandbox.chargebee.errors import wrong_value
-from sync_sandbox.chargebee.params import parse_list_value
+from sync_sandbox.chargebee.params import parse_bool, parse_list_value
 
 OPERATORS = {
     "str": ("is", "is_not", "starts_with", "is_present", "in", "not_in"),
@@ -21,7 +21,7 @@ OPERATORS = {
     "bool": ("is",),
     "is": ("is",),
 }
-PAGING = {"limit", "offset", "sort_by", "include_deleted"}
+PAGING = {"limit", "offset", "sort_by"}
 
 
 def list_page(
@@ -114,14 +114,14 @@ def _decode(offset: str) -> list:
 def _test(name: str, operator: str, raw: str, kind: str) -> Callable[[dict], bool]:
     label = f"{name}[{operator}]"
     if operator == "is_present":
-        want = raw == "true"
+        want = parse_bool(raw, label)
         return lambda obj: (obj.get(name) not in (None, "")) == want
     try:
         values = parse_list_value(raw) if operator in ("in", "not_in", "between") else [raw]
         if kind in ("num", "ts"):
             values = [int(value) for value in values]
         elif kind == "bool":
-            values = [raw == "true"] if raw in ("true", "false") else None
+            values = [parse_bool(raw, label)]
     except ValueError:
         values = None
     if not values or (operator == "between" and len(values) != 2):

@@ -121,12 +121,10 @@ PRICE_UPDATE = {**PRICE_UPDATE, "status": s(10, "active", "archived")}
 INVOICE_STATUSES = ("paid", "posted", "payment_due", "not_paid", "voided", "pending")
 LINE_ENTITY_TYPES = (
     "adhoc", "plan_item_price", "addon_item_price", "charge_item_price", "plan_setup",
-    "plan", "addon", "charge",
+    "plan", "addon",
 )  # fmt: skip
 ITEM_PRICE_ENTITIES = ("plan_item_price", "addon_item_price", "charge_item_price")
-PAYMENT_METHODS = (
-    "cash", "check", "chargeback", "bank_transfer", "other", "app_store", "play_store", "custom"
-)  # fmt: skip
+PAYMENT_METHODS = ("cash", "check", "chargeback", "bank_transfer", "other", "custom")
 IMPORT_INVOICE = {
     "id": s(50),
     "currency_code": s(3),

@@ -70,6 +70,18 @@ def parse_list_value(raw: str) -> list[str]:
     raise ValueError(raw)
 
 
+def parse_bool(raw: Any, label: str) -> bool:
+    """`true` or `false` in any case: the Python SDK sends `true`, a Python bool put straight
+    into a query string (as singer-io's tap-chargebee does) arrives as `True`, and Chargebee
+    reads both. Anything else is refused, never taken as false."""
+    if not isinstance(raw, str):
+        raise wrong_value(label, "must be a single value")
+    value = raw.strip().lower()
+    if value not in ("true", "false"):
+        raise wrong_value(label, f"invalid boolean value {raw}; use true or false")
+    return value == "true"
+
+
 @dataclass(frozen=True)
 class Field:
     """One param: `kind` is str, int, bool, ts (Unix seconds), json, obj (members in `sub`),
@@ -133,9 +145,7 @@ def _convert(raw: Any, spec: Field, label: str, name: str) -> Any:
             raise wrong_value(label, f"cannot be less than {spec.minimum}")
         return number
     if spec.kind == "bool":
-        if raw not in ("true", "false"):
-            raise wrong_value(label, f"invalid boolean value {raw}")
-        return raw == "true"
+        return parse_bool(raw, label)
     if spec.kind == "json":
         return _json_param(raw, label)
     if spec.max_length and len(raw) > spec.max_length:

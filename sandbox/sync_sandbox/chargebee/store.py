@@ -64,5 +64,13 @@ class Store:
         self._db.execute("DELETE FROM objects WHERE kind = ? AND id = ?", (kind, old_id))
         self.save(kind, obj, touch=False)
 
+    def clear(self) -> None:
+        """Forget every object and idempotency key (`POST /_sandbox/reset`). Versions keep
+        rising, so a client's stored `resource_version` never looks current again."""
+        with self.lock:
+            self._objects.clear()
+            self._db.execute("DELETE FROM objects")
+            self.idempotency.clear()
+
     def now(self) -> int:
         return int(time.time())
