@@ -4,10 +4,9 @@ look like "everything was deleted" and empty the other side."""
 from __future__ import annotations
 
 from collections import Counter
+from typing import Protocol
 
 from singer_sdk import typing as th
-
-from sync_common.links import LinkStore
 
 #: A run may always delete this many records of a resource; the share applies beyond it.
 ALWAYS_ALLOWED = 10
@@ -27,8 +26,14 @@ class TooManyDeletes(Exception):  # noqa: N818 (reads as the reason the run stop
     pass
 
 
+class LinkCounts(Protocol):
+    """What the guard reads: a LinkStore, or a dry run's PlanningLinks."""
+
+    def count(self, resource: str) -> int: ...
+
+
 class DeleteGuard:
-    def __init__(self, links: LinkStore, max_percent: int | None) -> None:
+    def __init__(self, links: LinkCounts, max_percent: int | None) -> None:
         self.links = links
         self.max_percent = 50 if max_percent is None else max_percent
         self.setting = MAX_DELETE_PERCENT.name  # named in the error: what the user may change

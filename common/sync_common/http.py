@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import Any, NamedTuple
 
 import backoff
@@ -162,7 +162,8 @@ class ApiClient:
         self._calls: Counter[str] = Counter()
         self.retries = 0
         self._send = backoff.on_exception(
-            self._waits,
+            # backoff's stubs type the wait generator as sent None; it is sent each exception
+            self._waits,  # type: ignore[arg-type]
             _Retry,
             max_tries=max_tries,
             max_time=max_time,
@@ -291,17 +292,17 @@ class ApiClient:
 
     # ---------------------------------------------------------------- retry policy
 
-    def _waits(self) -> Iterator[float]:
+    def _waits(self) -> Generator[float | None, _Retry, None]:
         """backoff sends each failure in; Retry-After wins, else exponential with jitter."""
         exponential = backoff.expo(factor=self._backoff_base, max_value=self._backoff_cap)
         next(exponential)  # backoff's generators start with a priming step
-        retry: _Retry = yield  # type: ignore[misc]
+        retry = yield None
         while True:
             step = next(exponential)
             wait = retry.retry_after
             retry = yield backoff.full_jitter(step) if wait is None else wait
 
-    def _log_retry(self, details: dict[str, Any]) -> None:
+    def _log_retry(self, details: Mapping[str, Any]) -> None:
         with self._counts_lock:
             self.retries += 1
         error = details["exception"].error
@@ -331,7 +332,7 @@ def preflight(api: ApiClient, path: str, service: str, url_setting: str = "api_u
 
 
 def _secret_values(auth: Any, auth_headers: Mapping[str, str] | None) -> list[str]:
-    values = list((auth_headers or {}).values())
+    values: list[object] = list((auth_headers or {}).values())
     if isinstance(auth, tuple):
         values += auth
     elif isinstance(auth, requests.auth.HTTPBasicAuth):

@@ -365,8 +365,10 @@ class LinkStore:
 
     def _check_current(self, url: sa.URL) -> None:
         """A store a run made, at the schema this version writes (a look changes nothing)."""
-        in_memory = url.database in (None, "", ":memory:")
-        if url.get_backend_name() == "sqlite" and (in_memory or not Path(url.database).is_file()):
+        database = url.database  # None, "" or ":memory:": in memory
+        if url.get_backend_name() == "sqlite" and (
+            not database or database == ":memory:" or not Path(database).is_file()
+        ):
             raise NoLinkStore(f"there is no link store at {self.location}")  # nor makes one
         if not sa.inspect(self._engine).has_table("alembic_version"):
             raise NoLinkStore(f"there is no link store at {self.location}")

@@ -148,12 +148,13 @@ def _masked(url: str) -> str:
 def cmd_bound(store: LinkStore, args: argparse.Namespace, out: TextIO) -> int:
     bound = store.bound_to()
     dead_letters = len(store.open_dead_letters())
+    links = store.counts()
     facts = {
         "link_store": store.location,
         "webshop": _masked(bound[0].webshop) if bound else None,
         "chargebee": _masked(bound[0].chargebee) if bound else None,
         "bound_at": bound[1] if bound else None,
-        "links": store.counts(),
+        "links": links,
         "dead_letters": dead_letters,
     }
     if args.format == "json":
@@ -164,7 +165,7 @@ def cmd_bound(store: LinkStore, args: argparse.Namespace, out: TextIO) -> int:
         print(f"bound to:     {_shown(bound[0])}, since {_text(bound[1])}", file=out)
     else:
         print("bound to:     no pair yet (the next run binds it to its pair)", file=out)
-    counts = ", ".join(f"{name} {n}" for name, n in facts["links"].items()) or "none"
+    counts = ", ".join(f"{name} {n}" for name, n in links.items()) or "none"
     print(f"links:        {counts}", file=out)
     print(f"dead letters: {dead_letters} open", file=out)
     return 0

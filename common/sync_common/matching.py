@@ -82,11 +82,13 @@ class CandidateIndex:
     def discard(self, key: str | None, record_id: Any) -> None:
         """The record is gone (or no longer has this key)."""
         self._all.discard(str(record_id))
-        ids = self._ids.get(key or "")
+        if not key:  # add keeps no entry for an empty key
+            return
+        ids = self._ids.get(key)
         if ids and str(record_id) in ids:
             ids.remove(str(record_id))
             if not ids:
-                del self._ids[key]  # type: ignore[index]
+                del self._ids[key]
 
 
 def ambiguous_entry(

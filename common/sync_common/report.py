@@ -234,9 +234,9 @@ class RunReport:
             lines.extend(self._match_lines(data.get("match_report") or self.match_report()))
         writes = data["api_calls"].get("writes_by_operation", {})
         for name, calls in (("API calls", data["api_calls"]), ("writes", writes)):
-            counts = [f"{call} {n}" for call, n in calls.items() if isinstance(n, int)]
-            if counts:
-                lines.append(f"  {name}: " + ", ".join(counts))
+            listed = [f"{call} {n}" for call, n in calls.items() if isinstance(n, int)]
+            if listed:
+                lines.append(f"  {name}: " + ", ".join(listed))
         for rejection in self.rejections[:20]:
             lines.append(
                 "  rejected {stream} {webshop_id} ({chargebee_id}): {reason}".format(**rejection)
@@ -267,7 +267,8 @@ class RunReport:
 
     def _plan_lines(self) -> list[str]:
         """The records a dry run would write, LOG_LISTED per stream and outcome."""
-        lines, shown = [], Counter()
+        lines: list[str] = []
+        shown: Counter[tuple[str, str]] = Counter()
         for change in self.changes:
             key = (change["stream"], change["outcome"])
             shown[key] += 1

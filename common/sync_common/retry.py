@@ -21,6 +21,13 @@ from sync_common.links import (
     default_link_store_url,
 )
 
+if t.TYPE_CHECKING:
+    from singer_sdk import RESTStream
+
+    _Stream = RESTStream[t.Any]  # what the mixin is put before, for the type checker
+else:
+    _Stream = object
+
 RETRY_DEAD_LETTERS = th.Property(
     "retry_dead_letters",
     th.BooleanType,
@@ -77,8 +84,8 @@ def records_to_retry(
             return {}
         letters = store.open_dead_letters(source=source)
     except sa.exc.SQLAlchemyError as exc:
-        reason = getattr(exc, "orig", None) or exc
-        message = f"link_store_url: cannot read {store.location}: {reason}"
+        cause = getattr(exc, "orig", None) or exc
+        message = f"link_store_url: cannot read {store.location}: {cause}"
         raise LinkStoreUnavailable(message) from None
     finally:
         store.close()
@@ -102,7 +109,7 @@ def source_stream_of(mapper: t.Any, stream: str) -> str:
     return stream
 
 
-class RetriesDeadLetters:
+class RetriesDeadLetters(_Stream):
     """For a tap's incremental RESTStream (put before it in the bases): before the stream's
     own records, the records of its tap's `dead_letter_ids` for this stream, read by id
     (`record_path`, `record_from`). They are written as RECORD messages, not yielded, so they
@@ -111,7 +118,8 @@ class RetriesDeadLetters:
 
     def get_records(self, context: t.Any) -> t.Iterable[dict]:
         start = self.get_starting_replication_key_value(context)
-        ids = self._tap.dead_letter_ids.get(self.name, []) if self.selected else []
+        tap: t.Any = self._tap  # each tap has its own dead_letter_ids (a cached property)
+        ids = tap.dead_letter_ids.get(self.name, []) if self.selected else []
         if start is not None and ids:  # without a bookmark the read has every record
             emitted = 0
             for record_id in ids:
@@ -129,7 +137,7 @@ class RetriesDeadLetters:
                     self._write_record_message(record)  # private; tests/test_sdk_hooks.py
                     emitted += 1
             self.logger.info("%s: %d records with open dead letters emitted", self.name, emitted)
-        yield from super().get_records(context)  # type: ignore[misc]
+        yield from super().get_records(context)
 
     def fetch_record(self, record_id: str) -> dict | None:
         """GET one record by id with the stream's session, auth and retries; None: 404."""
@@ -145,7 +153,8 @@ class RetriesDeadLetters:
             self.validate_response(response)
             return response
 
-        response = self.request_decorator(get)()
+        # the SDK types its decorator by its own request function's signature; it wraps any
+        response = self.request_decorator(get)()  # type: ignore[arg-type, call-arg]
         return None if response is None else self.record_from(response)
 
     def older_than_bookmark(self, record: dict, start: t.Any) -> bool:

@@ -22,9 +22,10 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from typing import cast
 
 from flask import Flask, Response, g, jsonify, request
-from werkzeug.serving import make_server
+from werkzeug.serving import ThreadedWSGIServer, make_server
 
 CONTROL_PREFIX = "/_sandbox/"
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -229,7 +230,7 @@ class Sandbox:
         self.window = RateWindow()
         return self._reset()
 
-    def _knobs(self) -> Response:
+    def _knobs(self) -> Response | tuple[Response, int]:
         if request.method == "POST":
             try:
                 self.knobs.update(request.get_json(force=True) or {})
@@ -265,9 +266,10 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_port: int) -> 
     parser.add_argument("--api-key", required=True, help="the only API key accepted")
     for f in fields(Knobs):
         flag = "--" + f.name.replace("_", "-")
-        kind = {"int": int, "float": float, "int | None": int, "bool": _boolean}.get(
-            str(f.type), float
-        )
+        kinds: dict[str, Callable[[str], object]] = {
+            "int": int, "float": float, "int | None": int, "bool": _boolean,
+        }  # fmt: skip
+        kind = kinds.get(str(f.type), float)
         parser.add_argument(flag, type=kind, default=f.default, help=f"knob (default {f.default})")
 
 
@@ -286,7 +288,7 @@ def serve(app: Flask, host: str, port: int, name: str) -> None:
     """Serve until SIGTERM/SIGINT. Prints `READY <url>` once listening, so a parent process
     that passed port 0 can read the port chosen."""
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
-    server = make_server(host, port, app, threaded=True)
+    server = cast(ThreadedWSGIServer, make_server(host, port, app, threaded=True))
     server.daemon_threads = True
 
     def stop(_signum, _frame):

@@ -20,6 +20,8 @@ if t.TYPE_CHECKING:
     import requests
     from singer_sdk.helpers.types import Context
 
+    from tap_chargebee.tap import TapChargebee
+
 ADDRESS = th.ObjectType(
     *(th.Property(name, th.StringType) for name in (
         "first_name", "last_name", "email", "company", "phone", "line1", "line2", "line3",
@@ -52,13 +54,14 @@ class ChargebeeStream(RetriesDeadLetters, RESTStream):
     object_name: str = ""
     #: Extra list params: how deleted records are included (they differ per list).
     include_deleted: t.ClassVar[dict[str, str]] = {"include_deleted": "true"}
+    _tap: TapChargebee  # the SDK's Tap: this one has the throttled session
 
     @property
     def url_base(self) -> str:
         return chargebee_base_url(self.config.get("site"), self.config.get("api_url"))
 
     @property
-    def path(self) -> str:
+    def path(self) -> str:  # type: ignore[override]  # the SDK's attribute, only ever read
         return f"/{self.name}"
 
     @property

@@ -61,7 +61,7 @@ class CustomwebshopStream(RetriesDeadLetters, RESTStream):
         return self.config["api_url"].rstrip("/")
 
     @property
-    def path(self) -> str:
+    def path(self) -> str:  # type: ignore[override]  # the SDK's attribute, only ever read
         return self.config[f"{self.name}_path"]
 
     @cached_property
@@ -69,7 +69,7 @@ class CustomwebshopStream(RetriesDeadLetters, RESTStream):
         return APIKeyAuthenticator(key="X-API-Key", value=self.config["api_key"])
 
     @property
-    def timeout(self) -> float:
+    def timeout(self) -> int:
         return self.config["request_timeout"]
 
     def get_new_paginator(self) -> JSONPathPaginator:

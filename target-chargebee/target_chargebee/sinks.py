@@ -504,13 +504,15 @@ class ItemPricesSink(ItemsSink):
         self.engine.claimed[(self.resource, job.det_id)] = job.webshop_id
 
     def do_create(self, job: Job) -> dict:
+        item_id = job.params.get("item_id")
         try:
             return super().do_create(job)
         except ApiError as error:
-            if error.code != "invalid_state_for_request":
+            # without an item_id there is no item to reopen (Chargebee asks for the param)
+            if error.code != "invalid_state_for_request" or not item_id:
                 raise
         # Chargebee adds no price to an archived item: reopen it for the create, then re-archive.
-        item = f"/items/{job.params['item_id']}"
+        item = f"/items/{item_id}"
         self.engine.write(job, "unarchive_item", item, {"status": "active"}, object_name="item")
         # another idempotency key: the first one would replay the refusal
         params = drop(self.content(job), ["status"])
@@ -518,7 +520,7 @@ class ItemPricesSink(ItemsSink):
         archived = self.engine.write(
             job, "archive_item", item, {"status": "archived"}, object_name="item"
         )
-        item_link = self.engine.links.get_by_chargebee("items", job.params["item_id"])
+        item_link = self.engine.links.get_by_chargebee("items", item_id)
         if item_link is not None and not self.engine.dry_run:  # so its new version is no edit
             self.engine.links.save(
                 "items", item_link.webshop_id, item_link.chargebee_id,

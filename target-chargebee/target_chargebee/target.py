@@ -23,7 +23,7 @@ from sync_common.report import default_report_dir
 from sync_common.retry import source_stream_of
 from sync_common.run_lock import RUN_LOCK_WAIT, hold_for_run
 from target_chargebee.engine import Engine
-from target_chargebee.sinks import SINKS, DroppedStreamSink
+from target_chargebee.sinks import SINKS, DroppedStreamSink, ResourceSink
 from target_chargebee.store import Links
 
 if t.TYPE_CHECKING:
@@ -190,7 +190,8 @@ class TargetChargebee(Target):
         super()._process_schema_message(message_dict)
         for stream_map in self.mapper.stream_maps.get(message_dict["stream"], []):
             if not isinstance(stream_map.transform, _GuardedTransform):
-                stream_map.transform = _GuardedTransform(stream_map)
+                # no SDK hook wraps a map's transform: replaced on this one map object
+                stream_map.transform = _GuardedTransform(stream_map)  # type: ignore[method-assign]
 
     def _process_record_message(self, message_dict: dict) -> None:
         """A record a map expression fails on (a wrong type: `int('12.50')`) is dead-lettered
@@ -200,7 +201,8 @@ class TargetChargebee(Target):
         try:
             super()._process_record_message(message_dict)
         except UnmappableRecord as error:
-            sink = self.get_sink(error.stream)
+            # a stream's map raises it only when it can fail: never a dropped stream's
+            sink = t.cast(ResourceSink, self.get_sink(error.stream))
             self.engine.reject_unmappable(sink, message_dict["record"], error.reason)
         if self.engine.unverified or self.engine.to_archive:
             self.engine.verify()
@@ -283,7 +285,7 @@ class _GuardedTransform:
             raise UnmappableRecord(self.stream, reason) from None
 
 
-def settings_problems(config: dict) -> list[str]:
+def settings_problems(config: t.Mapping[str, t.Any]) -> list[str]:
     """Settings that are missing or malformed, each message naming its setting."""
     problems = []
     if not config.get("api_key"):

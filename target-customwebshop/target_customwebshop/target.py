@@ -158,7 +158,7 @@ class TargetCustomwebshop(Target):
         self.api.close()
 
 
-def settings_problems(config: dict) -> list[str]:
+def settings_problems(config: t.Mapping[str, t.Any]) -> list[str]:
     """Settings that are missing or malformed, each message naming its setting."""
     problems = []
     for name, required in (("api_url", True), ("chargebee_api_url", False)):

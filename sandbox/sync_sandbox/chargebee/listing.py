@@ -116,6 +116,7 @@ def _test(name: str, operator: str, raw: str, kind: str) -> Callable[[dict], boo
     if operator == "is_present":
         want = parse_bool(raw, label)
         return lambda obj: (obj.get(name) not in (None, "")) == want
+    values: list[Any] | None  # the filter's operands, as the attribute's kind
     try:
         values = parse_list_value(raw) if operator in ("in", "not_in", "between") else [raw]
         if kind in ("num", "ts"):
@@ -126,7 +127,7 @@ def _test(name: str, operator: str, raw: str, kind: str) -> Callable[[dict], boo
         values = None
     if not values or (operator == "between" and len(values) != 2):
         raise wrong_value(label, f"invalid value {raw}")
-    first = values[0]
+    first: Any = values[0]
     # chosen once per request, not per record: a list scans every record of its kind
     compare: Callable[[Any], bool] = {
         "is": lambda value: value == first,

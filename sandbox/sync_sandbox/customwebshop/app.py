@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import secrets
+from typing import Any
 
 from flask import Flask, Response, request
 
@@ -18,7 +19,7 @@ from sync_sandbox.customwebshop.store import RESOURCES, format_timestamp, parse_
 from sync_sandbox.server import Knobs, Refusal, Sandbox
 
 API = "/api/v1"
-FILTERS = {"customers": {"email": str}, "products": {"sku": str},
+FILTERS: dict[str, dict[str, type]] = {"customers": {"email": str}, "products": {"sku": str},
            "orders": {"number": str, "customer_id": int}}  # fmt: skip
 STATUS_CODES = {401: "unauthorized", 429: "rate_limited"}
 
@@ -51,7 +52,7 @@ def create_app(shop: Shop, api_key: str, knobs: Knobs) -> Flask:
                 raise ShopError(
                     400, "bad_request", "not an RFC 3339 date-time", "updated_since"
                 ) from None
-        filters = {}
+        filters: dict[str, object] = {}
         for name, kind in FILTERS[resource].items():
             if name in args:
                 filters[name] = _integer(args[name], name) if kind is int else args[name]
@@ -140,7 +141,8 @@ def _record_response(record: dict, status: int = 200) -> Response:
     return response
 
 
-def _json_body() -> object:
+def _json_body() -> Any:
+    """Any JSON but null: the shop answers 400 to one that is not an object."""
     body = request.get_json(silent=True)
     if body is None:
         raise ShopError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import random
+from typing import Any
 
 from faker import Faker
 
@@ -74,7 +75,7 @@ def generate(shop: Shop, counts: dict[str, int], seed: int) -> dict[str, int]:
 def _customer(rng: random.Random, faker: Faker, locale: str) -> dict:
     first, last = faker.first_name(), faker.last_name()
     local_part = f"{_ascii(first)}.{_ascii(last)}.{rng.randrange(10**6)}"
-    customer = {
+    customer: dict[str, Any] = {
         "email": f"{local_part}@{faker.free_email_domain()}",
         "first_name": first,
         "last_name": last if rng.random() > 0.05 else None,

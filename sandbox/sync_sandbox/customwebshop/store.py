@@ -116,7 +116,8 @@ class Store:
         filters: dict[str, object],
     ) -> tuple[list[dict], bool]:
         """Up to `limit` records in (updated_at, id) order, and whether more follow."""
-        where, args = ["resource = ?"], [resource]
+        where: list[str] = ["resource = ?"]
+        args: list[object] = [resource]
         if since:
             where.append("updated_at >= ?")
             args.append(since)
