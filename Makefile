@@ -1,4 +1,5 @@
-# One venv for the whole distribution; every target installs what it needs first.
+# One venv for every distribution (the core, the four plugins, the root's sandboxes and dev
+# tools); every target installs what it needs first.
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
@@ -6,10 +7,16 @@ PYTHON ?= python3
 .PHONY: install demo stop test bench lint format docs
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The core, the plugins that depend on it, then the root distribution that depends on all of
+# them: all editable, in one pip run, which resolves the local names to these directories.
+DISTRIBUTIONS := common tap-customwebshop target-chargebee tap-chargebee target-customwebshop
+$(VENV)/.installed: pyproject.toml $(DISTRIBUTIONS:%=%/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	@# In a venv from before the split the root distribution owned the plugins' executables;
+	@# upgrading it after the plugins are installed would delete them: remove it first.
+	$(BIN)/pip uninstall --quiet --yes webshop-chargebee-sync 2>/dev/null || true
+	$(BIN)/pip install --quiet $(DISTRIBUTIONS:%=-e ./%) -e '.[dev]'
 	touch $@
 
 # Sandboxes, `meltano run sync` both ways, an edit made in Chargebee arriving in the webshop.

@@ -23,7 +23,7 @@ class TapChargebee(Tap):
 
     name = "tap-chargebee"
     message_writer_class = MsgSpecWriter  # the SDK's faster JSON writer (bench/README.md)
-    package_name = "webshop-chargebee-sync"
+    package_name = "webshop-chargebee-sync-tap-chargebee"  # its distribution (--version)
 
     config_jsonschema = th.PropertiesList(
         th.Property(

@@ -19,7 +19,7 @@ class TapCustomwebshop(Tap):
 
     name = "tap-customwebshop"
     message_writer_class = MsgSpecWriter  # the SDK's faster JSON writer (bench/README.md)
-    package_name = "webshop-chargebee-sync"  # the distribution that ships this tap
+    package_name = "webshop-chargebee-sync-tap-customwebshop"  # its distribution (--version)
 
     config_jsonschema = th.PropertiesList(
         th.Property(

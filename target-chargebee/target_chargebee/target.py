@@ -37,6 +37,7 @@ class TargetChargebee(Target):
     idempotent upserts, through a link store that remembers which record is which."""
 
     name = "target-chargebee"
+    package_name = "webshop-chargebee-sync-target-chargebee"  # its distribution (--version)
     message_reader_class = MsgSpecReader  # the SDK's faster JSON reader (bench/README.md)
 
     config_jsonschema = th.PropertiesList(

@@ -33,7 +33,7 @@ class TargetCustomwebshop(Target):
 
     name = "target-customwebshop"
     message_reader_class = MsgSpecReader  # the SDK's faster JSON reader (bench/README.md)
-    package_name = "webshop-chargebee-sync"
+    package_name = "webshop-chargebee-sync-target-customwebshop"  # its distribution (--version)
 
     config_jsonschema = th.PropertiesList(
         th.Property(
