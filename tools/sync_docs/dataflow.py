@@ -11,6 +11,8 @@
   lengths, bounds, e-mail format, or seconds versus milliseconds.)
 - In each plugin's README, the part between the `sync-docs:about` markers: the plugin's
   `--about --format=markdown` output (headings two levels down, lines trimmed).
+- `meltano-hub/{extractors,loaders}/<plugin>.yml`: each plugin's Meltano Hub-style
+  definition, for `meltano add --from-ref` (`sync_docs.hub`).
 
 `sync-docs` writes them; `sync-docs --check` fails when a committed file differs. It works on
 the source checkout it is run in (the nearest directory up from the current one that holds
@@ -23,13 +25,13 @@ from __future__ import annotations
 import argparse
 import ast
 import re
-import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import yaml
 
+from sync_docs import hub
 from sync_sandbox.chargebee import operations as cb
 from sync_sandbox.chargebee.params import Field
 from target_chargebee.params import CONTROL_FIELDS as FORWARD_CONTROL
@@ -285,13 +287,7 @@ def _table(header: tuple[str, ...], rows: Iterator[tuple[str, ...]]) -> list[str
 
 def about_markdown(plugin: str) -> str:
     """`<plugin> --about --format=markdown`, headings two levels down (below the README's)."""
-    executable = Path(sys.executable).parent / plugin
-    text = subprocess.run(
-        [str(executable), "--about", "--format=markdown"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    text = hub.plugin_about(plugin, "markdown")
     text = "\n".join(line.strip() for line in text.strip().splitlines())  # docstring indents
     return re.sub(r"^(#+) ", r"\1## ", text, flags=re.MULTILINE)
 
@@ -318,6 +314,7 @@ def documents(root: Path | None = None) -> dict[Path, str]:
     for plugin in PLUGINS:
         readme = root / plugin / "README.md"
         docs[readme] = with_about(readme.read_text(), about_markdown(plugin))
+        docs[hub.definition_path(root, plugin)] = hub.render(plugin, root)
     return docs
 
 
@@ -333,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         stale.append(path.relative_to(root))
         if not args.check:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
     for path in stale:
         print(f"{'stale' if args.check else 'wrote'}: {path}")
