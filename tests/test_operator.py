@@ -5,6 +5,8 @@ bad settings fail at start naming the setting."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 from collections import Counter
 from typing import Any
@@ -13,6 +15,7 @@ import pytest
 import yaml
 
 from sync_common.report import OUTCOMES
+from sync_docs import hub
 from sync_docs.dataflow import chargebee_type, documents, fields_used
 from sync_sandbox.process import start_sandbox
 from tap_chargebee.tap import TapChargebee
@@ -318,6 +321,43 @@ def test_generated_documents_are_current():
     stale = [str(path.relative_to(REPO)) for path, text in documents(REPO).items()
              if not path.exists() or path.read_text() != text]  # fmt: skip
     assert not stale, f"run `make docs` and commit: {stale}"
+
+
+#: A value of each setting kind, as an environment variable gives it.
+SAMPLES = {"string": "x", "integer": "7", "boolean": "true", "object": '{"a": 1}',
+           "date_iso8601": "2024-01-01T00:00:00Z"}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", PLUGINS)
+def test_a_new_project_added_from_the_hub_definition_knows_every_setting(tmp_path, name):
+    """A new user's project: `meltano add --from-ref` the generated definition (no install),
+    then every setting the plugin reads, given as an environment variable, reaches its config
+    (Meltano drops the variable of a setting the project does not declare)."""
+    path = hub.definition_path(REPO, name)
+    definition = yaml.safe_load(path.read_text())
+    settings = {setting["name"]: setting for setting in definition["settings"]}
+    reads = set(PLUGINS[name].config_jsonschema["properties"]) | sdk_builtins(PLUGINS[name])
+    assert set(settings) == reads
+    (tmp_path / "meltano.yml").write_text(
+        "project_id: new-user\ndefault_environment: dev\nenvironments: [{name: dev}]\n"
+    )
+    kind = hub.plugin_type(name)[:-1]
+    meltano = str(BIN / "meltano")
+    run = {"cwd": tmp_path, "capture_output": True, "text": True, "timeout": 60}
+    added = subprocess.run(
+        [meltano, "add", "--plugin-type", kind, name, "--from-ref", str(path), "--no-install"],
+        **run,
+    )
+    assert added.returncode == 0, added.stderr
+    prefix = name.upper().replace("-", "_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefix)}
+    for setting in settings.values():
+        value = setting["options"][0]["value"] if "options" in setting else SAMPLES[setting["kind"]]
+        env[f"{prefix}_{setting['name'].upper()}"] = value
+    printed = subprocess.run(
+        [meltano, "config", "print", name, "--format", "json"], env=env, check=True, **run
+    )
+    assert set(json.loads(printed.stdout)) == set(settings)
 
 
 @pytest.mark.parametrize(

@@ -108,7 +108,7 @@ def definition(plugin: str, about: dict[str, Any], declared: dict[str, Any], rep
         "label": plugin,
         "description": " ".join(about["description"].split()),
         "repo": repo,
-        # the core first: it is not on PyPI, so the plugin's dependency on it is met by this
+        # the core too: it is not on PyPI; this URL meets the plugin's dependency on it
         "pip_url": f"{subdirectory}common {subdirectory}{plugin}",
         "executable": declared.get("executable", plugin),
         "capabilities": sorted(about["capabilities"]),
