@@ -21,7 +21,7 @@ from pathlib import Path
 
 import requests
 
-from sync_common.links import default_link_store_url
+from sync_common.links import LinkedSystems, default_link_store_url
 from sync_common.report import default_report_dir
 from sync_sandbox.demo_logging import CONFIG as LOG_CONFIG
 from sync_sandbox.process import start_sandbox
@@ -96,8 +96,11 @@ Contracts: docs/customwebshop-api.md, docs/chargebee-emulator.md. Stop with `mak
 
 def forget_earlier_syncs() -> None:
     """New sandbox data: Meltano's bookmarks and the link store of an earlier demo describe
-    records that are gone, so both start afresh."""
-    Path(default_link_store_url().removeprefix("sqlite:///")).unlink(missing_ok=True)
+    records that are gone, so both start afresh: the demo pair's store (and one an earlier
+    version made, `links.db`)."""
+    pair = LinkedSystems.of(api_root("customwebshop"), api_root("chargebee"))
+    for url in {default_link_store_url(), default_link_store_url(pair)}:
+        Path(url.removeprefix("sqlite:///")).unlink(missing_ok=True)
     meltano = os.path.join(os.path.dirname(sys.executable), "meltano")
     subprocess.run([meltano, "state", "clear", "--all", "--force"], capture_output=True)
 
