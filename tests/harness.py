@@ -42,6 +42,19 @@ SDK_MODEL = {
 NOT_ECHOED = ("payments[",)  # an imported payment comes back as linked_payments
 
 
+def isolated_meltano_env(tmp: Path) -> dict[str, str]:
+    """The environment of a Meltano process that keeps its system database and `.meltano`
+    in `tmp`, finds the venv's plugins on PATH and sends no tracking."""
+    return {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MELTANO_DATABASE_URI": f"sqlite:///{tmp / 'meltano.db'}",
+        "MELTANO_SYS_DIR_ROOT": str(tmp / ".meltano"),
+        "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "MELTANO_DISABLE_TRACKING": "true",
+    }
+
+
 class Sync:
     """One isolated Meltano project state (system db, reports, link store) per test."""
 
@@ -52,13 +65,8 @@ class Sync:
         self.reports = tmp / "reports"
         self.link_store_url = link_store_url or f"sqlite:///{tmp / 'links.db'}"
         self.env = {
-            **os.environ,
-            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            **isolated_meltano_env(tmp),
             "MELTANO_ENVIRONMENT": "dev",
-            "MELTANO_DATABASE_URI": f"sqlite:///{tmp / 'meltano.db'}",
-            "MELTANO_SYS_DIR_ROOT": str(tmp / ".meltano"),
-            "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
-            "MELTANO_DISABLE_TRACKING": "true",
             "TAP_CUSTOMWEBSHOP_API_URL": shop.url + "/api/v1",
             "TAP_CUSTOMWEBSHOP_API_KEY": WEBSHOP_KEY,
             "TAP_CUSTOMWEBSHOP_LINK_STORE_URL": self.link_store_url,  # its dead letters

@@ -306,6 +306,22 @@ class RunReport:
             )
         return lines
 
+    def publish(
+        self, logger: logging.Logger, data: dict[str, Any], report_dir: str | None = None
+    ) -> Path:
+        """The end of a run: the summary table in the log and the JSON report written to
+        `report_dir` (default: `default_report_dir()`). Logged by `<logger>.report`, a child
+        of the target's logger, so a logging config can show run reports apart from the rest
+        (`make demo` shows only them)."""
+        reports = logger.getChild("report")
+        for line in self.summary_lines(data):
+            reports.info("%s", line)
+        path = self.write(Path(report_dir) if report_dir else default_report_dir(), data)
+        reports.info("Report written to %s", path)
+        if self.dry_run:
+            reports.info("Dry run: nothing was written and no state is emitted.")
+        return path
+
     def write(self, directory: Path, data: dict[str, Any]) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
         stamp = self.started.strftime("%Y%m%dT%H%M%SZ")

@@ -2,6 +2,10 @@
 then edit a customer in Chargebee and a product in the webshop, show the dry run's plan, run
 the sync and show the edits arriving.
 
+The terminal shows the targets' run reports (the tables, the plan) and any error; the full
+output of the three `meltano run sync` (Meltano's log, every plugin line, METRIC lines) goes to
+`.demo/sync.log`, by the demo's own Meltano logging config (demo_logging.yaml).
+
 State lives in `.demo/` (databases, logs, pids); the API keys go to `.env`, where Meltano reads
 them, so they are never printed. `make stop` stops the servers; the data stays for the next run.
 """
@@ -17,11 +21,14 @@ from pathlib import Path
 
 import requests
 
-from sync_common.links import default_link_store_url
+from sync_common.links import LinkedSystems, default_link_store_url
+from sync_common.report import default_report_dir
+from sync_sandbox.demo_logging import CONFIG as LOG_CONFIG
 from sync_sandbox.process import start_sandbox
 
 DEMO_DIR = Path(".demo")
 ENV_FILE = Path(".env")
+SYNC_LOG = DEMO_DIR / "sync.log"  # demo_logging.yaml's file handler writes there
 PORTS = {"customwebshop": 8765, "chargebee": 8766}
 KEY_VARIABLES = {"customwebshop": "DEMO_WEBSHOP_API_KEY", "chargebee": "DEMO_CHARGEBEE_API_KEY"}
 GENERATE = ["--generate", "customers=200,products=60,orders=400", "--seed", "42"]
@@ -89,8 +96,11 @@ Contracts: docs/customwebshop-api.md, docs/chargebee-emulator.md. Stop with `mak
 
 def forget_earlier_syncs() -> None:
     """New sandbox data: Meltano's bookmarks and the link store of an earlier demo describe
-    records that are gone, so both start afresh."""
-    Path(default_link_store_url().removeprefix("sqlite:///")).unlink(missing_ok=True)
+    records that are gone, so both start afresh: the demo pair's store (and one an earlier
+    version made, `links.db`)."""
+    pair = LinkedSystems.of(api_root("customwebshop"), api_root("chargebee"))
+    for url in {default_link_store_url(), default_link_store_url(pair)}:
+        Path(url.removeprefix("sqlite:///")).unlink(missing_ok=True)
     meltano = os.path.join(os.path.dirname(sys.executable), "meltano")
     subprocess.run([meltano, "state", "clear", "--all", "--force"], capture_output=True)
 
@@ -104,12 +114,18 @@ def meltano_sync(*, dry_run: bool = False) -> None:
         env.update(settings)
     prefix = "".join(f"{name}=true " for name in settings) if dry_run else ""
     print(f"\n$ {prefix}meltano run sync", flush=True)
-    subprocess.run([os.path.join(bin_dir, "meltano"), "run", "sync"], env=env, check=True)
+    with SYNC_LOG.open("a") as log:
+        log.write(f"\n$ {prefix}meltano run sync\n")
+    meltano = [os.path.join(bin_dir, "meltano"), "--log-config", str(LOG_CONFIG)]
+    done = subprocess.run([*meltano, "run", "sync"], env=env)
+    if done.returncode:
+        sys.exit(f"meltano run sync failed (exit {done.returncode}); its full log: {SYNC_LOG}")
 
 
 def demo() -> None:
     """Start, sync both ways, edit on both sides, plan (dry run), sync, show the result."""
     start()
+    SYNC_LOG.write_text("")  # this demo's runs only
     meltano_sync()
     keys = demo_keys()
     webshop = {"X-API-Key": keys["customwebshop"]}
@@ -132,6 +148,12 @@ def demo() -> None:
     now = requests.get(f"{api_root('customwebshop')}/customers/{first['id']}", headers=webshop,
                        timeout=10).json()  # fmt: skip
     print(f"\nIn the webshop now: customer {first['id']} e-mail {now['email']}")
+    print(
+        f"""
+Reports (JSON, one per target run): {default_report_dir()}
+Full log of the three runs (Meltano's, every plugin line, the Singer metrics): {SYNC_LOG}
+The sandboxes keep running; stop them with `make stop`."""
+    )
 
 
 def stop() -> None:

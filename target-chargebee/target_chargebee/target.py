@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import re
 import typing as t
-from pathlib import Path
 
 from singer_sdk import Target
 from singer_sdk import typing as th
@@ -19,7 +18,6 @@ from sync_common.guard import MAX_DELETE_PERCENT
 from sync_common.http import preflight
 from sync_common.links import WEBSHOP_API_URL, LinkedSystems, open_store
 from sync_common.matching import release_held
-from sync_common.report import default_report_dir
 from sync_common.retry import source_stream_of
 from sync_common.run_lock import RUN_LOCK_WAIT, hold_for_run
 from target_chargebee.engine import Engine
@@ -245,13 +243,7 @@ class TargetChargebee(Target):
             self.engine.links.open_dead_letters(source="webshop")
         )
         data = self.engine.report.as_dict(self.engine.api_calls())
-        for line in self.engine.report.summary_lines(data):
-            self.logger.info("%s", line)
-        directory = Path(self.config.get("report_dir") or default_report_dir())
-        path = self.engine.report.write(directory, data)
-        self.logger.info("Report written to %s", path)
-        if self.engine.dry_run:
-            self.logger.info("Dry run: nothing was written and no state is emitted.")
+        path = self.engine.report.publish(self.logger, data, self.config.get("report_dir"))
         super().process_endofpipe()
         self.engine.close()
         rejected = data["rejected"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import typing as t
-from pathlib import Path
 
 from singer_sdk import Target
 from singer_sdk import typing as th
@@ -17,7 +16,7 @@ from sync_common.guard import MAX_DELETE_PERCENT, DeleteGuard
 from sync_common.http import ApiClient, preflight, webshop_error
 from sync_common.links import CHARGEBEE_API_URL, CHARGEBEE_SITE, LinkedSystems, open_store
 from sync_common.matching import release_held
-from sync_common.report import RunReport, default_report_dir
+from sync_common.report import RunReport
 from sync_common.retry import source_stream_of
 from sync_common.run_lock import RUN_LOCK_WAIT, hold_for_run
 from target_customwebshop.plan import PlanningClient, PlanningLinks
@@ -148,12 +147,7 @@ class TargetCustomwebshop(Target):
         super().process_endofpipe()
         self.report.dead_letters_open = len(self.links.open_dead_letters(source="chargebee"))
         data = self.report.as_dict(self.api.calls())
-        for line in self.report.summary_lines(data):
-            self.logger.info("%s", line)
-        path = self.report.write(Path(self.config.get("report_dir") or default_report_dir()), data)
-        self.logger.info("Report written to %s", path)
-        if self.dry_run:
-            self.logger.info("Dry run: nothing was written and no state is emitted.")
+        self.report.publish(self.logger, data, self.config.get("report_dir"))
         self.links.close()
         self.api.close()
 
