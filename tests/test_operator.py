@@ -263,6 +263,9 @@ def test_every_setting_has_type_description_and_default_alike_in_code_and_meltan
         if p["name"] == name
     )
     declared = {setting["name"]: setting for setting in plugin["settings"]}
+    keys = {"name", "kind", "description", "sensitive", "value", "options", "label"}
+    for setting in declared.values():  # an unquoted ", " in a {…} entry starts a key
+        assert set(setting) <= keys, f"{name} {setting['name']}: {sorted(setting)}"
     builtins = sdk_builtins(PLUGINS[name])
     own = {
         k: v for k, v in PLUGINS[name].config_jsonschema["properties"].items() if k not in builtins
