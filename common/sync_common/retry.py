@@ -118,7 +118,7 @@ class RetriesDeadLetters(_Stream):
 
     def get_records(self, context: t.Any) -> t.Iterable[dict]:
         start = self.get_starting_replication_key_value(context)
-        tap: t.Any = self._tap  # each tap has its own dead_letter_ids (a cached property)
+        tap: t.Any = self._tap  # private SDK member: no public link to the tap; its dead_letter_ids
         ids = tap.dead_letter_ids.get(self.name, []) if self.selected else []
         if start is not None and ids:  # without a bookmark the read has every record
             emitted = 0

@@ -54,7 +54,7 @@ class ChargebeeStream(RetriesDeadLetters, RESTStream):
     object_name: str = ""
     #: Extra list params: how deleted records are included (they differ per list).
     include_deleted: t.ClassVar[dict[str, str]] = {"include_deleted": "true"}
-    _tap: TapChargebee  # the SDK's Tap: this one has the throttled session
+    _tap: TapChargebee  # private SDK member: a stream's only link to its tap (no public one)
 
     @property
     def url_base(self) -> str:

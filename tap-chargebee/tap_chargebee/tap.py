@@ -87,7 +87,7 @@ class TapChargebee(Tap):
         )
         return records_to_retry(self.config, systems, "chargebee", self.logger, "webshop_api_url")
 
-    # the SDK's load_streams is final and sorts by name; the discovery order is wanted here
+    # private SDK hook (@final): the SDK's sorts by name; no public hook keeps discovery order
     def load_streams(self) -> list[Stream]:  # type: ignore[misc]
         """Discovery order: customers and items before what refers to them."""
         return list(self.discover_streams())

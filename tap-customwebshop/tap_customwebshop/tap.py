@@ -88,7 +88,7 @@ class TapCustomwebshop(Tap):
         missing = "chargebee_site (or chargebee_api_url)"
         return records_to_retry(self.config, systems, "webshop", self.logger, missing)
 
-    # the SDK's load_streams is final and sorts by name; the discovery order is wanted here
+    # private SDK hook (@final): the SDK's sorts by name; no public hook keeps discovery order
     def load_streams(self) -> list[Stream]:  # type: ignore[misc]
         """Discovery order, not the SDK's sort by name: customers and products come before
         the orders that refer to them. (No stream has a parent, so nothing else is lost.)"""

@@ -185,13 +185,15 @@ class TargetChargebee(Target):
 
     # ------------------------------------------------------------------ records the maps cannot map
 
+    # private SDK hook: the maps exist only once the SDK registered them here; no public hook
     def _process_schema_message(self, message_dict: dict) -> None:
         super()._process_schema_message(message_dict)
         for stream_map in self.mapper.stream_maps.get(message_dict["stream"], []):
             if not isinstance(stream_map.transform, _GuardedTransform):
-                # no SDK hook wraps a map's transform: replaced on this one map object
+                # private SDK member: no SDK hook wraps a map's transform; replaced on this map
                 stream_map.transform = _GuardedTransform(stream_map)  # type: ignore[method-assign]
 
+    # private SDK hook: the only place the record before the maps is seen and a map's error caught
     def _process_record_message(self, message_dict: dict) -> None:
         """A record a map expression fails on (a wrong type: `int('12.50')`) is dead-lettered
         with the error, so it does not stop every record after it, run after run. The record
@@ -208,6 +210,7 @@ class TargetChargebee(Target):
 
     # ------------------------------------------------------------------ state
 
+    # private SDK hook: no public hook runs per STATE line (to settle the records before it)
     def _process_state_message(self, message_dict: dict) -> None:
         self._release_held()
         self.engine.settle()  # the records before this state are written (or refused)
@@ -215,6 +218,7 @@ class TargetChargebee(Target):
         if not self.engine.pending:
             self._safe_state = copy.deepcopy(self._latest_state)
 
+    # private SDK hook: the one place the SDK emits state (drain_all, which calls it, is final)
     def _write_state_message(self, state: dict) -> None:
         """State goes out only past records that were written or dead-lettered: while a
         record waits for its parent, the last state from before it is the one emitted."""

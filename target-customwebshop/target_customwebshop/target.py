@@ -123,6 +123,7 @@ class TargetCustomwebshop(Target):
             raise ValueError(msg)
         return SINKS[stream_name]
 
+    # private SDK hook: no public hook runs per STATE line (to release the held records first)
     def _process_state_message(self, message_dict: dict) -> None:
         self._release_held()
         super()._process_state_message(message_dict)
@@ -132,12 +133,14 @@ class TargetCustomwebshop(Target):
         may cover them, and at the end."""
         release_held(list(self._sinks_active.values()))
 
+    # private SDK hook: the only place the record before the maps is seen (sinks get it mapped)
     def _process_record_message(self, message_dict: dict) -> None:
         """Keeps the record before the maps for the sinks (no public hook shows it; tests pin
         it): the base of the forward sync."""
         self.source_record = message_dict.get("record")
         super()._process_record_message(message_dict)
 
+    # private SDK hook: the one place the SDK emits state (drain_all, which calls it, is final)
     def _write_state_message(self, state: dict) -> None:
         if not self.dry_run:  # a dry run leaves the next real run everything to do
             super()._write_state_message(state)
