@@ -14,7 +14,14 @@ import alembic.config
 import pytest
 import sqlalchemy as sa
 
-from sync_common.links import MIGRATIONS, LinkedSystems, LinkStore, NoLinkStore
+from sync_common.links import (
+    MIGRATIONS,
+    PAIR_SETTINGS,
+    LinkedSystems,
+    LinkStore,
+    NoLinkStore,
+    Side,
+)
 from sync_common.retry import records_to_retry
 
 PAIR = LinkedSystems.of("http://shop/api/v1", "http://cb/api/v2")
@@ -76,9 +83,12 @@ def test_one_open_entry_per_record_counts_attempts_until_it_goes_through(store_u
     third.close()
 
 
-def retry_ids(url: str, systems: LinkedSystems, source: str) -> dict[str, list[str]]:
-    """What a tap re-reads (sync_common.retry), its log line aside."""
-    return records_to_retry({"link_store_url": url}, systems, source, LOGGER, "chargebee_site")
+def retry_ids(url: str, systems: LinkedSystems, source: Side) -> dict[str, list[str]]:
+    """What the tap of `source`'s side re-reads (sync_common.retry) when its settings name
+    `systems`, its log line aside."""
+    webshop, _, chargebee = PAIR_SETTINGS[source]
+    config = {"link_store_url": url, webshop: systems.webshop, chargebee: systems.chargebee}
+    return records_to_retry(config, source, LOGGER)
 
 
 def test_a_tap_reads_the_open_dead_letters_of_its_side_without_writing(store_url, caplog):
@@ -171,3 +181,16 @@ def test_migration_0003_merges_a_row_per_failure_into_one_open_entry(store_url):
     store.close()
     with engine_of(store_url).connect() as db:
         assert db.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+
+
+@pytest.mark.parametrize(
+    ("source", "named"),
+    [
+        ("webshop", "set chargebee_site (or chargebee_api_url)"),
+        ("chargebee", "set webshop_api_url"),
+    ],
+)
+def test_a_tap_that_cannot_name_the_pair_says_which_setting_is_missing(source, named, caplog):
+    own_api = {"api_url": "http://shop/api/v1" if source == "webshop" else "http://cb/api/v2"}
+    assert records_to_retry(own_api, source, LOGGER) == {}
+    assert f"Dead letters are not retried: {named} (the far side" in caplog.text

@@ -15,8 +15,10 @@ import sys
 import pytest
 import sqlalchemy
 
-from sync_common.links import LinkedSystems, LinkStore, default_link_store_url
-from sync_common.links_cli import PAIR_SETTINGS, main
+from sync_common.links import PAIR_SETTINGS, LinkedSystems, LinkStore, default_link_store_url
+from sync_common.links_cli import main
+from tap_chargebee.tap import TapChargebee
+from tap_customwebshop.tap import TapCustomwebshop
 from target_chargebee.target import TargetChargebee
 from target_customwebshop.target import TargetCustomwebshop
 
@@ -260,10 +262,12 @@ def test_as_a_meltano_command_the_plugins_settings_find_the_pairs_default_store(
     assert status == 0 and "cws_5" in out
 
 
-def test_the_pair_settings_are_the_targets_own():
-    properties = {
-        "target-chargebee": TargetChargebee.config_jsonschema["properties"],
-        "target-customwebshop": TargetCustomwebshop.config_jsonschema["properties"],
-    }
-    for plugin, names in PAIR_SETTINGS.items():
-        assert set(names) | {"link_store_url"} <= set(properties[plugin]), plugin
+@pytest.mark.parametrize(
+    ("plugin", "side"),
+    [(TargetChargebee, "chargebee"), (TapChargebee, "chargebee"),
+     (TargetCustomwebshop, "webshop"), (TapCustomwebshop, "webshop")],
+)  # fmt: skip
+def test_the_pair_settings_are_each_plugins_own(plugin, side):
+    """Each plugin declares the settings LinkedSystems.from_config reads for its side."""
+    properties = plugin.config_jsonschema["properties"]
+    assert set(PAIR_SETTINGS[side]) | {"link_store_url"} <= set(properties), plugin.name

@@ -74,11 +74,17 @@ class LinkedSystems:
     def from_settings(
         cls, webshop_api_url: str | None, chargebee_site: str | None, chargebee_api_url: str | None
     ) -> LinkedSystems | None:
-        """The pair a plugin's settings name (each plugin calls the settings of one side by
-        its own names); None while a side is missing."""
+        """The pair these settings name; None while a side is missing."""
         if not webshop_api_url or not (chargebee_site or chargebee_api_url):
             return None
         return cls.of(webshop_api_url, chargebee_base_url(chargebee_site, chargebee_api_url))
+
+    @classmethod
+    def from_config(cls, config: t.Mapping[str, Any], side: Side) -> LinkedSystems | None:
+        """The pair a plugin's config names, by the settings of a plugin of `side`
+        (PAIR_SETTINGS); None while a side is missing."""
+        webshop, site, chargebee = (config.get(name) for name in PAIR_SETTINGS[side])
+        return cls.from_settings(webshop, site, chargebee)
 
     def __str__(self) -> str:
         return f"webshop {self.webshop} with Chargebee {self.chargebee}"
@@ -87,6 +93,14 @@ class LinkedSystems:
     def key(self) -> str:
         return hashlib.sha256(f"{self.webshop}\n{self.chargebee}".encode()).hexdigest()[:12]
 
+
+#: The settings that name the pair in the config of a plugin of each side (its own API's
+#: `api_url`, the far side's by the names below): webshop API URL, Chargebee site, Chargebee
+#: API URL. Both plugins of a side (its tap and its target) use the same names.
+PAIR_SETTINGS: dict[Side, tuple[str, str, str]] = {
+    "webshop": ("api_url", "chargebee_site", "chargebee_api_url"),
+    "chargebee": ("webshop_api_url", "site", "api_url"),
+}
 
 #: The settings that name the far side, so that each plugin knows the whole pair (the
 #: targets bind the link store to it; the taps find the store's dead letters by it).
@@ -219,11 +233,11 @@ class DeadLetter:
     record: Any
     details: dict[str, Any] | None
     created_at: datetime.datetime  # the first failure
-    source: Side | None = None  # the side the record came from
-    source_stream: str | None = None  # the tap's stream that emits it (re-read by id)
-    attempts: int = 1
-    first_run_id: str | None = None
-    last_failed_at: datetime.datetime | None = None
+    source: Side  # the side the record came from
+    source_stream: str  # the tap's stream that emits it (re-read by id)
+    attempts: int
+    first_run_id: str
+    last_failed_at: datetime.datetime
     resolved_at: datetime.datetime | None = None  # None: open
     resolved_run_id: str | None = None
 

@@ -32,6 +32,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
 from sync_common.links import (
+    PAIR_SETTINGS,
     LinkedSystems,
     LinkStore,
     LinkStoreUnavailable,
@@ -42,11 +43,10 @@ EXIT_NOT_FOUND = 1
 EXIT_USAGE = 2
 EXIT_STORE = 3
 
-#: Each target's settings that name the pair, in the order of ROLES. They mirror how the
-#: targets bind their store (LinkedSystems.from_settings); a test keeps them alike.
-PAIR_SETTINGS = {
-    "target-chargebee": ("webshop_api_url", "site", "api_url"),
-    "target-customwebshop": ("api_url", "chargebee_site", "chargebee_api_url"),
+#: Each target's settings that name the pair (the names its side uses), in the order of ROLES.
+TARGET_PAIR_SETTINGS = {
+    "target-chargebee": PAIR_SETTINGS["chargebee"],
+    "target-customwebshop": PAIR_SETTINGS["webshop"],
 }
 ROLES = ("webshop", "chargebee_site", "chargebee_api_url")
 
@@ -120,7 +120,7 @@ class StoreSettings:
 def _plugin_settings(environ: Mapping[str, str]) -> dict[str, str | None]:
     """The Meltano plugin's settings by role (`webshop`, `chargebee_site`, ...); none
     outside Meltano."""
-    names = PAIR_SETTINGS.get(environ.get("MELTANO_LOADER_NAME", ""))
+    names = TARGET_PAIR_SETTINGS.get(environ.get("MELTANO_LOADER_NAME", ""))
     if names is None:
         return {}
     roles = {**dict(zip(ROLES, names, strict=True)), "link_store_url": "link_store_url"}

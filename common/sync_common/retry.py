@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from singer_sdk import typing as th
 
 from sync_common.links import (
+    PAIR_SETTINGS,
     LinkedSystems,
     LinkStore,
     LinkStoreUnavailable,
@@ -47,24 +48,23 @@ TAP_LINK_STORE_URL = th.Property(
 
 
 def records_to_retry(
-    config: t.Mapping[str, t.Any],
-    systems: LinkedSystems | None,
-    source: Side,
-    logger: logging.Logger,
-    missing: str,
+    config: t.Mapping[str, t.Any], source: Side, logger: logging.Logger
 ) -> dict[str, list[str]]:
-    """The ids of the records from `source` with an open dead letter, by the tap stream that
-    emits them, each once (a product's item and price may both have failed); empty, with a
-    log line saying why, when the setting is off or there is nothing to read. The store is
-    only looked at. `missing`: the settings to name when `systems` is unknown. An
-    unreachable store stops the tap (its target would fail on it anyway)."""
+    """For the tap of `source`'s side, with its config: the ids of the records from `source`
+    with an open dead letter, by the tap stream that emits them, each once (a product's item
+    and price may both have failed); empty, with a log line saying why, when the setting is
+    off or there is nothing to read. The store is only looked at. An unreachable store stops
+    the tap (its target would fail on it anyway)."""
     if not config.get("retry_dead_letters", True):
         return {}
+    systems = LinkedSystems.from_config(config, source)
     if systems is None:
+        names = PAIR_SETTINGS[source]  # webshop URL, Chargebee site, Chargebee URL
+        far = names[1:] if source == "webshop" else names[:1]  # the far side's settings
         logger.warning(
             "Dead letters are not retried: set %s (the far side of the link store's pair of "
             "systems), or retry_dead_letters: false",
-            missing,
+            " (or ".join(far) + ")" * (len(far) - 1),
         )
         return {}
     url = config.get("link_store_url") or default_link_store_url(systems)
@@ -91,7 +91,7 @@ def records_to_retry(
         store.close()
     ids: dict[str, list[str]] = {}
     for letter in letters:
-        stream = ids.setdefault(letter.source_stream or letter.stream, [])
+        stream = ids.setdefault(letter.source_stream, [])
         if letter.record_key not in stream:
             stream.append(letter.record_key)
     if ids:

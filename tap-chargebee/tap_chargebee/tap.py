@@ -11,7 +11,7 @@ from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
 
-from sync_common.links import WEBSHOP_API_URL, LinkedSystems
+from sync_common.links import WEBSHOP_API_URL
 from sync_common.retry import RETRY_DEAD_LETTERS, TAP_LINK_STORE_URL, records_to_retry
 from sync_common.throttle import Throttle, ThrottledSession
 from tap_chargebee import streams
@@ -81,11 +81,7 @@ class TapChargebee(Tap):
     @cached_property
     def dead_letter_ids(self) -> dict[str, list[str]]:
         """Per stream, the Chargebee records with an open dead letter (sync_common.retry)."""
-        config = self.config
-        systems = LinkedSystems.from_settings(
-            config.get("webshop_api_url"), config.get("site"), config.get("api_url")
-        )
-        return records_to_retry(self.config, systems, "chargebee", self.logger, "webshop_api_url")
+        return records_to_retry(self.config, "chargebee", self.logger)
 
     # private SDK hook (@final): the SDK's sorts by name; no public hook keeps discovery order
     def load_streams(self) -> list[Stream]:  # type: ignore[misc]

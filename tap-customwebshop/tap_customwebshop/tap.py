@@ -9,7 +9,7 @@ from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 
-from sync_common.links import CHARGEBEE_API_URL, CHARGEBEE_SITE, LinkedSystems
+from sync_common.links import CHARGEBEE_API_URL, CHARGEBEE_SITE
 from sync_common.retry import RETRY_DEAD_LETTERS, TAP_LINK_STORE_URL, records_to_retry
 from tap_customwebshop import streams
 
@@ -81,12 +81,7 @@ class TapCustomwebshop(Tap):
     @cached_property
     def dead_letter_ids(self) -> dict[str, list[str]]:
         """Per stream, the webshop records with an open dead letter (sync_common.retry)."""
-        config = self.config
-        systems = LinkedSystems.from_settings(
-            config.get("api_url"), config.get("chargebee_site"), config.get("chargebee_api_url")
-        )
-        missing = "chargebee_site (or chargebee_api_url)"
-        return records_to_retry(self.config, systems, "webshop", self.logger, missing)
+        return records_to_retry(self.config, "webshop", self.logger)
 
     # private SDK hook (@final): the SDK's sorts by name; no public hook keeps discovery order
     def load_streams(self) -> list[Stream]:  # type: ignore[misc]

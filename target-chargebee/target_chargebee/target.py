@@ -147,9 +147,7 @@ class TargetChargebee(Target):
             max_concurrency=config.get("max_concurrency") or 4,
             timeout=config.get("request_timeout") or 60,
         )
-        systems = LinkedSystems.from_settings(
-            config.get("webshop_api_url"), config.get("site"), config.get("api_url")
-        )
+        systems = LinkedSystems.from_config(config, "chargebee")
         links = t.cast(Links, open_store(config.get("link_store_url"), systems, store=Links))
         waited = 0.0
         if check:

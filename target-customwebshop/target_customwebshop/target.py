@@ -108,10 +108,7 @@ class TargetCustomwebshop(Target):
         self.unlinked_items: dict[str, tuple] = {}
 
     def linked_systems(self) -> LinkedSystems | None:
-        config = self.config
-        return LinkedSystems.from_settings(
-            config.get("api_url"), config.get("chargebee_site"), config.get("chargebee_api_url")
-        )
+        return LinkedSystems.from_config(self.config, "webshop")
 
     def source_stream_of(self, stream: str) -> str:
         """The tap stream `stream` comes from, for its dead letters."""
