@@ -115,6 +115,15 @@ def ambiguous_entry(
     }
 
 
+def ambiguous_letter(entry: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The reason and details under which a target keeps an ambiguous record (an entry of
+    `ambiguous_matches`) as an open dead letter. Kept, the tap emits it again each run, so it
+    is decided again together with the records that share its key (an incremental read may
+    bring just one of them), until it goes through and its dead letter is resolved."""
+    details = {"candidates_in": entry["candidates_in"], "candidates": entry["candidates"]}
+    return f"ambiguous: {entry['reason']}", details
+
+
 class HeldByKey:
     """Unlinked records held until the tap's next state message, by matching key, so that
     several with one key are seen together (ambiguous), whichever came first."""

@@ -38,6 +38,7 @@ from sync_common.chargebee import ChargebeeClient
 from sync_common.guard import DeleteGuard
 from sync_common.http import ApiError
 from sync_common.links import superseded
+from sync_common.matching import ambiguous_letter
 from sync_common.merge import SOURCE_RECORD, conflict_entry, merge_fields, same
 from sync_common.report import RunReport
 from target_chargebee.params import (
@@ -620,23 +621,22 @@ class Engine:
     def skip_ambiguous(
         self, sink: ResourceSink, record: dict, entry: dict[str, Any], *, chargebee_id: str
     ) -> None:
-        """A record matching is unsure about: not written; skipped with the reason and listed
-        in `ambiguous_matches`. Its children wait for it and are refused. It is kept as an
-        open dead letter, not counted as one: the tap emits it again each run, so it is
-        decided again together with the records that share its key (an incremental read may
-        bring just one of them), until it goes through."""
+        """A record matching is unsure about: not written; skipped with the reason, listed in
+        `ambiguous_matches` and kept as an open dead letter, not counted as one
+        (sync_common.matching.ambiguous_letter). Its children wait for it and are refused."""
         self.rejected_refs[(sink.resource, chargebee_id)] = entry["reason"]
         webshop_id = str(record.get("webshop_id") or record.get("id") or "")
         self.logger.warning("Skipped %s %s: %s", sink.stream_name, webshop_id, entry["reason"])
         self.report.ambiguous.append(entry)
         if not self.dry_run:
+            reason, details = ambiguous_letter(entry)
             self.links.dead_letter(
                 sink.stream_name,
                 webshop_id,
-                f"ambiguous: {entry['reason']}",
+                reason,
                 source_stream=self.source_stream_of(sink.stream_name),
                 chargebee_id=None,
-                details={k: entry[k] for k in ("candidates_in", "candidates")},
+                details=details,
                 record=record,
             )
         self.report.count(sink.stream_name, "skipped")

@@ -31,6 +31,7 @@ from sync_common.matching import (
     CandidateIndex,
     HeldByKey,
     ambiguous_entry,
+    ambiguous_letter,
     email_key,
     name_key,
     sku_key,
@@ -567,12 +568,11 @@ def ambiguous(
 
 
 def keep_ambiguous(sink: WebshopSink, record: dict, entry: dict) -> None:
-    """List the record in `ambiguous_matches` and keep it as an open dead letter: the tap
-    emits it again each run, so it is decided again together with the records that share
-    its key (an incremental read may bring just one of them), until it goes through."""
+    """List the record in `ambiguous_matches` and keep it as an open dead letter
+    (sync_common.matching.ambiguous_letter)."""
     sink.report.ambiguous.append(entry)
+    reason, details = ambiguous_letter(entry)
     sink.links.add_dead_letter(
-        sink.stream_name, str(record["chargebee_id"]), f"ambiguous: {entry['reason']}",
-        record, source="chargebee", source_stream=sink.source.source_stream_of(sink.stream_name),
-        details={"candidates_in": entry["candidates_in"], "candidates": entry["candidates"]},
+        sink.stream_name, str(record["chargebee_id"]), reason, record, source="chargebee",
+        source_stream=sink.source.source_stream_of(sink.stream_name), details=details,
     )  # fmt: skip
