@@ -46,7 +46,8 @@ _BRACKET = re.compile(r"^([^\[\]]+)\[([^\[\]]+)\]$")
 
 
 class Skip(Exception):  # noqa: N818 (an outcome, not a failure)
-    """The record is not written, for the reason given (reported, not dead-lettered)."""
+    """The record is not written, for the reason given (reported; an ambiguous match is also
+    kept as a dead letter, by keep_ambiguous)."""
 
 
 def webshop_fields(record: dict) -> dict[str, Any]:
