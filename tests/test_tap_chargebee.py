@@ -55,8 +55,8 @@ TestTapChargebee = get_tap_test_class(
 )
 
 
-def run_tap(tmp_path: Path, state: dict | None = None) -> list[dict]:
-    (tmp_path / "config.json").write_text(json.dumps(CONFIG))
+def run_tap(tmp_path: Path, state: dict | None = None, config: dict = CONFIG) -> list[dict]:
+    (tmp_path / "config.json").write_text(json.dumps(config))
     command = [TAP, "--config", str(tmp_path / "config.json")]
     if state is not None:
         (tmp_path / "state.json").write_text(json.dumps(state))
