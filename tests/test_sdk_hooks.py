@@ -3,7 +3,8 @@ is where a RECORD message arrives at a target before the stream maps, and the si
 `preprocess_record` (public) then sees the source record beside its translation (the other
 direction's base); a tap stream's `_write_record_message` emits the records retried for
 their dead letters. Then the targets' STATE hooks, target-chargebee's guard on the maps'
-`transform`, the taps' `load_streams` and a stream's `_tap`. Each override that uses one has a
+`transform`, the taps' `load_streams`, a stream's `_tap` and `_write_starting_replication_value`
+(tap-chargebee reads streams ahead of their turn). Each override that uses one has a
 `private SDK hook` comment; an SDK upgrade that changes one fails here, not in a sync."""
 
 from __future__ import annotations
@@ -243,3 +244,17 @@ def test_a_tap_stream_knows_its_tap_only_by_the_private_tap():
     chargebee = taps()[0]
     stream = chargebee.streams["customers"]
     assert stream.requests_session is chargebee.throttled_session
+
+
+def test_a_tap_stream_has_its_starting_bookmark_once_written_before_its_sync():
+    """tap-chargebee reads the streams after the one being synced ahead of their turn, so it
+    writes their starting bookmark itself (ChargebeeStream.request_records)."""
+    from tap_chargebee.tap import TapChargebee
+
+    state = {"bookmarks": {"orders": {"replication_key": "updated_at",
+                                      "replication_key_value": 1_700_000_000}}}  # fmt: skip
+    config = {"api_url": "http://127.0.0.1:9/api/v2", "api_key": "never-used"}
+    orders = TapChargebee(config=config, state=state, setup_mapper=False).streams["orders"]
+    assert orders.get_starting_replication_key_value(None) is None  # not before it is synced
+    orders._write_starting_replication_value(None)
+    assert orders.get_starting_replication_key_value(None) == 1_700_000_000

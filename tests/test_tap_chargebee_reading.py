@@ -158,8 +158,8 @@ def test_failing_requests_are_retried_and_the_read_stays_complete(emulator):
         emulator.reset_stats()
         got = keys(read(emulator, 4))
         errors = sum(
-            count for status, count in emulator.stats()["operations"]["list_customers"].items()
-            if status.startswith("5")
+            count for operation in emulator.stats()["operations"].values()
+            for status, count in operation.items() if status.startswith("5")
         )  # fmt: skip
     finally:
         emulator.set_knobs(error_rate=0.0)
@@ -174,3 +174,17 @@ def test_the_tap_emits_in_order_and_bookmarks_the_newest_record(emulator, tmp_pa
     state = [m["value"] for m in messages if m["type"] == "STATE"][-1]
     newest = max(r["updated_at"] for r in read(emulator, 1))
     assert state["bookmarks"]["customers"]["replication_key_value"] == newest
+
+
+def test_the_next_streams_are_read_while_one_is_emitted(emulator):
+    emulator.reset_stats()
+    records = stream(emulator, 4).request_records(None)
+    next(records)  # customers being emitted; items, item prices and orders are read already
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        read = emulator.stats()["operations"]
+        if all(read.get(f"list_{name}") for name in ("items", "prices", "orders")):
+            break
+        time.sleep(0.1)
+    records.close()
+    assert all(read.get(f"list_{name}") for name in ("items", "prices", "orders")), read

@@ -1,11 +1,11 @@
-"""Reading one Chargebee list with several pages in flight, records still in ascending
+"""Reading Chargebee lists with several pages in flight, records still in ascending
 `updated_at` order.
 
 A list sorted by `updated_at` is walked one page after another through `next_offset`: one
 round trip per 100 records, whatever the request budget allows. So after the first page
 (which also tells where the data starts) and one probe for the newest record, the rest of the
 range is cut into slices of whole seconds, and up to `workers` slices are walked at once, each
-through its own `next_offset`. Records are yielded slice after slice, so the order is the
+through its own `next_offset`. Pages are yielded slice after slice, so the order is the
 sequential read's order and a bookmark taken after any record is safe to resume from: every
 record updated before it has been yielded.
 
@@ -14,10 +14,13 @@ record updated before it has been yielded.
   drop (customers untouched since 2016 have no `updated_at`).
 - The last slice has no upper bound, so a record updated during the read (its `updated_at`
   moves to now) is still read in this run, as the sequential read would.
-- Slices are started in order and each buffers at most `BUFFERED_PAGES` pages, so memory stays
-  bounded and the slice being yielded is always being read.
-- Chargebee counts seconds: records of one second cannot be split, and a list whose records
-  share a few seconds is read about sequentially.
+- The probe and the first slice's next page are read at once.
+- At most `workers` slices past the one being yielded are started, each buffering at most
+  `BUFFERED_PAGES` pages: memory stays bounded whatever the list's length, and the slice being
+  yielded is always being read.
+- Chargebee counts seconds: records of one second cannot be split, so a list whose records
+  share a few seconds is read about sequentially. `StreamReads` therefore also reads the
+  streams at once: the SDK emits them one after another, and each is read ahead meanwhile.
 """
 
 from __future__ import annotations
@@ -25,13 +28,13 @@ from __future__ import annotations
 import queue
 import threading
 import typing as t
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 #: Slices per worker: more slices than workers evens out slices that hold more records.
 SLICES_PER_WORKER = 4
 #: Pages a slice may read ahead of the one being yielded.
-BUFFERED_PAGES = 8
+BUFFERED_PAGES = 4
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class Page:
 
 #: One list request with these query params (retried and throttled by the caller).
 FetchPage = t.Callable[[dict[str, t.Any]], Page]
+#: A list's records, page by page.
+Pages = t.Generator[list[dict], None, None]
 
 
 @dataclass(frozen=True)
@@ -52,23 +57,52 @@ class Slice:
     last: int | None
 
 
-def read_sorted_list(fetch: FetchPage, params: dict[str, t.Any], workers: int) -> t.Iterator[dict]:
+def read_sorted_list(
+    fetch: FetchPage,
+    params: dict[str, t.Any],
+    workers: int,
+    cancelled: threading.Event | None = None,
+) -> Pages:
     """Every record of the list `params` asks for (sorted by `sort_by[asc]=updated_at`, with
-    `updated_at[after]` or no filter), in the order one sequential walk would give them."""
+    `updated_at[after]` or no filter), in pages, in the order one sequential walk gives them.
+    Setting `cancelled` stops the slices' requests (so does closing the iterator)."""
     page = fetch(params)
-    yield from page.records
+    yield page.records
     # Records without updated_at sort first; the slicing starts after them.
     while page.next_offset and (workers < 2 or page.records[-1].get("updated_at") is None):
         page = fetch({**params, "offset": page.next_offset})
-        yield from page.records
+        yield page.records
     if not page.next_offset:
         return
     start = int(page.records[-1]["updated_at"])
-    newest = _newest(fetch, params)
-    slices = cut(start, newest, workers * SLICES_PER_WORKER)
-    first = _Walk(fetch, {**params, "offset": page.next_offset}, stop_at=_next_first(slices, 0))
-    walks = [first] + [_Walk(fetch, slice_params(params, s)) for s in slices[1:]]
-    yield from _run(walks, workers)
+    stop = threading.Event()  # set when this read ends, however it ends
+    stops = (stop, cancelled) if cancelled else (stop,)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="chargebee-read")
+    try:
+        # The first slice's next page is read while the probe finds the newest record; its
+        # records are kept once the cut says where the slice ends.
+        slices: Future[list[Slice]] = Future()
+        first = _Walk(fetch, {**params, "offset": page.next_offset}, stops, slices)
+        newest = pool.submit(_newest, fetch, params)
+        pool.submit(first.run)
+        try:
+            slices.set_result(cut(start, newest.result(), workers * SLICES_PER_WORKER))
+        except BaseException as exc:
+            slices.set_exception(exc)
+            raise
+        walks = [first]
+        walks += [_Walk(fetch, slice_params(params, s), stops) for s in slices.result()[1:]]
+        # Submitted in order, `workers` ahead of the one yielded: that one is always running
+        # or done, never queued behind later ones waiting for room in their buffers.
+        for walk in walks[1 : workers + 1]:
+            pool.submit(walk.run)
+        for index, walk in enumerate(walks):
+            if index + workers + 1 < len(walks):
+                pool.submit(walks[index + workers + 1].run)
+            yield from walk.buffer.pages()
+    finally:
+        stop.set()  # an error, or the consumer stopped early: the others stop too
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def cut(start: int, newest: int, count: int) -> list[Slice]:
@@ -97,67 +131,118 @@ def _newest(fetch: FetchPage, params: dict[str, t.Any]) -> int:
     return int(page.records[0]["updated_at"]) if page.records else 0
 
 
-def _next_first(slices: list[Slice], index: int) -> int | None:
-    return slices[index + 1].first if index + 1 < len(slices) else None
+class _Buffer:
+    """Pages from a reading thread to the one yielding them, at most `BUFFERED_PAGES` held;
+    the end, or the error that ended the reading, comes through too."""
 
+    _END = object()
 
-class _Walk:
-    """One slice's pages through `next_offset`, into a bounded queue of pages; an error is
-    queued too, for the reader to raise. `stop_at`: drop records from that second on and stop
-    (the first slice, whose request has no upper bound)."""
+    def __init__(self, stops: tuple[threading.Event, ...]) -> None:
+        self.stops = stops  # any of them set: nobody takes pages any more
+        self._queue: queue.Queue[t.Any] = queue.Queue(BUFFERED_PAGES)
 
-    _DONE = object()
+    @property
+    def stopped(self) -> bool:
+        return any(stop.is_set() for stop in self.stops)
 
-    def __init__(self, fetch: FetchPage, params: dict[str, t.Any], stop_at: int | None = None):
-        self.fetch = fetch
-        self.params = params
-        self.stop_at = stop_at
-        self.pages: queue.Queue[t.Any] = queue.Queue(BUFFERED_PAGES)
-
-    def run(self, cancelled: threading.Event) -> None:
-        params = self.params
-        try:
-            while not cancelled.is_set():
-                page = self.fetch(params)
-                records = page.records
-                if self.stop_at is not None:
-                    kept = [r for r in records if int(r.get("updated_at") or 0) < self.stop_at]
-                    if len(kept) < len(records):
-                        records, page = kept, Page(kept, None)
-                self._put(records, cancelled)
-                if not page.next_offset:
-                    break
-                params = {**self.params, "offset": page.next_offset}
-        except Exception as exc:  # handed to the reading thread, raised there
-            self._put(exc, cancelled)
-            return
-        self._put(self._DONE, cancelled)
-
-    def _put(self, item: t.Any, cancelled: threading.Event) -> None:
-        while not cancelled.is_set():
+    def put(self, item: t.Any) -> None:
+        """Wait for room, unless the reading was stopped (nobody would take it)."""
+        while not self.stopped:
             try:
-                self.pages.put(item, timeout=0.2)
+                self._queue.put(item, timeout=0.2)
                 return
             except queue.Full:
                 continue
 
-    def records(self) -> t.Iterator[dict]:
-        while (item := self.pages.get()) is not self._DONE:
+    def end(self, error: Exception | None = None) -> None:
+        self.put(self._END if error is None else error)
+
+    def pages(self) -> t.Iterator[list[dict]]:
+        while (item := self._queue.get()) is not self._END:
             if isinstance(item, Exception):
                 raise item
-            yield from item
+            yield item
 
 
-def _run(walks: list[_Walk], workers: int) -> t.Iterator[dict]:
-    cancelled = threading.Event()
-    # Started in order: the walk being yielded is always running or done, never queued
-    # behind later ones that wait for room in their buffers.
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="chargebee-read")
+class _Walk:
+    """One slice's pages through `next_offset`, into a buffer. With `cut` (the first slice,
+    whose request has no upper bound): drop the records from the next slice's first second
+    on, and stop there."""
+
+    def __init__(
+        self,
+        fetch: FetchPage,
+        params: dict[str, t.Any],
+        stops: tuple[threading.Event, ...],
+        cut: Future[list[Slice]] | None = None,
+    ) -> None:
+        self.fetch = fetch
+        self.params = params
+        self.cut = cut
+        self.buffer = _Buffer(stops)
+
+    def run(self) -> None:
+        params = self.params
+        try:
+            while not self.buffer.stopped:
+                page = self.fetch(params)
+                records = page.records
+                slices = self.cut.result() if self.cut else []
+                if len(slices) > 1:
+                    stop_at = slices[1].first
+                    kept = [r for r in records if int(r.get("updated_at") or 0) < stop_at]
+                    if len(kept) < len(records):
+                        records, page = kept, Page(kept, None)
+                self.buffer.put(records)
+                if not page.next_offset:
+                    break
+                params = {**self.params, "offset": page.next_offset}
+        except Exception as exc:  # handed to the yielding thread, raised there
+            self.buffer.end(exc)
+            return
+        self.buffer.end()
+
+
+class StreamReads:
+    """The tap's list reads, one background thread per stream: every selected stream's read
+    starts when the first stream is synced, so while the SDK emits one stream the next ones
+    are read (each into a buffer, plus its slices'). All requests still go through the tap's
+    one throttle."""
+
+    def __init__(self) -> None:
+        self._reads: dict[str, _Buffer] = {}
+        self._lock = threading.Lock()
+
+    def start(self, name: str, pages: t.Callable[[threading.Event], Pages]) -> None:
+        """Start reading stream `name` in the background (once; later calls do nothing);
+        `pages` is given the event that stops it."""
+        with self._lock:
+            if name in self._reads:
+                return
+            buffer = self._reads[name] = _Buffer((threading.Event(),))
+        threading.Thread(target=_read_into, args=(pages, buffer), daemon=True).start()
+
+    def records(self, name: str) -> t.Iterator[dict]:
+        """The started read's records, in order; stops the read when the caller stops."""
+        with self._lock:
+            buffer = self._reads.pop(name)
+        try:
+            for page in buffer.pages():
+                yield from page
+        finally:
+            buffer.stops[0].set()
+
+
+def _read_into(pages: t.Callable[[threading.Event], Pages], buffer: _Buffer) -> None:
+    generator = pages(buffer.stops[0])
     try:
-        for walk in walks:
-            pool.submit(walk.run, cancelled)
-        for walk in walks:
-            yield from walk.records()
+        for page in generator:
+            if buffer.stopped:
+                return
+            buffer.put(page)
+    except Exception as exc:  # handed to the yielding thread, raised there
+        buffer.end(exc)
+        return
     finally:
-        cancelled.set()  # an error, or the consumer stopped early: the others stop too
-        pool.shutdown(wait=True, cancel_futures=True)
+        generator.close()  # stops its slices' threads too
+    buffer.end()

@@ -11,10 +11,13 @@ from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
 
+from sync_common.chargebee import chargebee_base_url
+from sync_common.http import environment_settings
 from sync_common.links import WEBSHOP_API_URL
 from sync_common.retry import RETRY_DEAD_LETTERS, TAP_LINK_STORE_URL, records_to_retry
 from sync_common.throttle import Throttle, ThrottledSession
 from tap_chargebee import streams
+from tap_chargebee.reading import StreamReads
 
 
 class TapChargebee(Tap):
@@ -86,7 +89,17 @@ class TapChargebee(Tap):
     @cached_property
     def throttled_session(self) -> ThrottledSession:
         rpm = self.config.get("requests_per_minute") or 150
-        return ThrottledSession(Throttle(rpm, self.config.get("concurrent_reads") or 8))
+        session = ThrottledSession(Throttle(rpm, self.config.get("concurrent_reads") or 8))
+        # the streams send prepared requests, which requests sends without these settings
+        environment_settings(
+            session, chargebee_base_url(self.config.get("site"), self.config.get("api_url"))
+        )
+        return session
+
+    @cached_property
+    def stream_reads(self) -> StreamReads:
+        """The streams' list reads, started together (tap_chargebee.reading)."""
+        return StreamReads()
 
     @cached_property
     def dead_letter_ids(self) -> dict[str, list[str]]:
