@@ -151,19 +151,22 @@ def test_an_interrupted_read_resumes_from_its_bookmark_without_a_loss(emulator, 
     assert {r["id"] for r in after} < everything  # it did resume, not start over
 
 
-def test_failing_requests_are_retried_and_the_read_stays_complete(emulator):
+@pytest.mark.parametrize(
+    ("knob", "statuses"), [("error_rate", ("500", "502", "503")), ("rate_limited_rate", ("429",))]
+)
+def test_failing_requests_are_retried_and_the_read_stays_complete(emulator, knob, statuses):
     expected = keys(read(emulator, 1))
-    emulator.set_knobs(error_rate=0.1, seed=3)
+    emulator.set_knobs(**{knob: 0.1}, seed=3)
     try:
         emulator.reset_stats()
         got = keys(read(emulator, 4))
-        errors = sum(
+        failed = sum(
             count for operation in emulator.stats()["operations"].values()
-            for status, count in operation.items() if status.startswith("5")
+            for status, count in operation.items() if status in statuses
         )  # fmt: skip
     finally:
-        emulator.set_knobs(error_rate=0.0)
-    assert errors >= 1
+        emulator.set_knobs(**{knob: 0.0})
+    assert failed >= 1
     assert got == expected
 
 

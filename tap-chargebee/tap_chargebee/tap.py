@@ -63,10 +63,10 @@ class TapChargebee(Tap):
             "concurrent_reads",
             th.IntegerType(minimum=1),
             default=8,
-            description="List requests in flight at once, within requests_per_minute: a "
-            "stream's pages are read over several updated_at ranges in parallel and emitted in "
-            "order. At Chargebee's ~250 ms per call, 8 keep a 1,000/min budget busy; 1 reads "
-            "one page at a time.",
+            description="List requests in flight at once, within requests_per_minute: the "
+            "streams are read together, and a stream's pages over several updated_at ranges in "
+            "parallel, emitted in order. At Chargebee's ~250 ms per call, 8 keep a 1,000/min "
+            "budget busy; 1 reads one page at a time.",
         ),
         th.Property(
             "request_timeout",
