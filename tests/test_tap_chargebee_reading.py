@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from sync_sandbox.process import RunningSandbox, start_sandbox
-from tap_chargebee.reading import Slice, cut, slice_params
+from tap_chargebee.reading import Slice, StreamReads, cut, slice_params
 from tap_chargebee.tap import TapChargebee
 from tests.test_tap_chargebee import run_tap
 
@@ -171,7 +171,10 @@ def test_failing_requests_are_retried_and_the_read_stays_complete(emulator, knob
 
 
 def test_the_tap_emits_in_order_and_bookmarks_the_newest_record(emulator, tmp_path):
-    messages = run_tap(tmp_path, config=config(emulator, 4))
+    emulator.reset_stats()
+    messages = run_tap(tmp_path, config=config(emulator, 4))  # and exits
+    # five pages, the probe, at most a part page per slice (a second)
+    assert emulator.stats()["operations"]["list_customers"]["200"] <= 5 + 1 + 7
     emitted = customers_of(messages)
     assert keys(emitted) == sorted(keys(emitted))
     state = [m["value"] for m in messages if m["type"] == "STATE"][-1]
@@ -191,3 +194,16 @@ def test_the_next_streams_are_read_while_one_is_emitted(emulator):
         time.sleep(0.1)
     records.close()
     assert all(read.get(f"list_{name}") for name in ("items", "prices", "orders")), read
+
+
+def test_a_stream_is_read_once_per_run_though_every_stream_starts_the_reads():
+    reads, started = StreamReads(), []
+
+    def pages(stop):
+        started.append(stop)
+        yield [{"id": "a"}]
+
+    reads.start("customers", pages)
+    assert list(reads.records("customers")) == [{"id": "a"}]
+    reads.start("customers", pages)  # the next stream's sync starts them all again
+    assert len(started) == 1

@@ -25,10 +25,11 @@ record updated before it has been yielded.
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import typing as t
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 #: Slices per worker: more slices than workers evens out slices that hold more records.
@@ -77,13 +78,13 @@ def read_sorted_list(
     start = int(page.records[-1]["updated_at"])
     stop = threading.Event()  # set when this read ends, however it ends
     stops = (stop, cancelled) if cancelled else (stop,)
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="chargebee-read")
+    pool = _Workers(workers)
     try:
         # The first slice's next page is read while the probe finds the newest record; its
         # records are kept once the cut says where the slice ends.
         slices: Future[list[Slice]] = Future()
         first = _Walk(fetch, {**params, "offset": page.next_offset}, stops, slices)
-        newest = pool.submit(_newest, fetch, params)
+        newest = pool.submit(functools.partial(_newest, fetch, params))
         pool.submit(first.run)
         try:
             slices.set_result(cut(start, newest.result(), workers * SLICES_PER_WORKER))
@@ -102,7 +103,7 @@ def read_sorted_list(
             yield from walk.buffer.pages()
     finally:
         stop.set()  # an error, or the consumer stopped early: the others stop too
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown()
 
 
 def cut(start: int, newest: int, count: int) -> list[Slice]:
@@ -129,6 +130,37 @@ def _newest(fetch: FetchPage, params: dict[str, t.Any]) -> int:
     probe = {key: value for key, value in params.items() if not key.startswith("sort_by")}
     page = fetch({**probe, "limit": 1, "sort_by[desc]": "updated_at"})
     return int(page.records[0]["updated_at"]) if page.records else 0
+
+
+class _Workers:
+    """`count` threads running the calls submitted, in order. Not concurrent.futures'
+    executor: its threads are joined at exit, so a read abandoned when the tap stops on an
+    error (its buffer full, nobody taking) would keep the tap from exiting; these are daemons,
+    and every call they run ends soon once its read is stopped."""
+
+    def __init__(self, count: int) -> None:
+        self._calls: queue.SimpleQueue[tuple[t.Callable[[], t.Any], Future] | None]
+        self._calls = queue.SimpleQueue()
+        self._count = count
+        for _ in range(count):
+            threading.Thread(target=self._work, name="chargebee-read", daemon=True).start()
+
+    def submit(self, call: t.Callable[[], t.Any]) -> Future:
+        future: Future = Future()
+        self._calls.put((call, future))
+        return future
+
+    def shutdown(self) -> None:
+        for _ in range(self._count):
+            self._calls.put(None)
+
+    def _work(self) -> None:
+        while (item := self._calls.get()) is not None:
+            call, future = item
+            try:
+                future.set_result(call())
+            except BaseException as exc:  # noqa: BLE001 (the submitter's to raise)
+                future.set_exception(exc)
 
 
 class _Buffer:
@@ -211,14 +243,16 @@ class StreamReads:
 
     def __init__(self) -> None:
         self._reads: dict[str, _Buffer] = {}
+        self._started: set[str] = set()  # a stream is read once per run
         self._lock = threading.Lock()
 
     def start(self, name: str, pages: t.Callable[[threading.Event], Pages]) -> None:
         """Start reading stream `name` in the background (once; later calls do nothing);
         `pages` is given the event that stops it."""
         with self._lock:
-            if name in self._reads:
+            if name in self._started:
                 return
+            self._started.add(name)
             buffer = self._reads[name] = _Buffer((threading.Event(),))
         threading.Thread(target=_read_into, args=(pages, buffer), daemon=True).start()
 
