@@ -35,7 +35,7 @@ from dataclasses import dataclass
 #: Slices per worker: more slices than workers evens out slices that hold more records.
 SLICES_PER_WORKER = 4
 #: Pages a slice may read ahead of the one being yielded.
-BUFFERED_PAGES = 2
+BUFFERED_PAGES = 8
 
 
 @dataclass(frozen=True)
