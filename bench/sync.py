@@ -57,8 +57,8 @@ class Bench:
 
     # ---------------------------------------------------------------- plumbing
 
-    def sandbox(self, kind: str, name: str, *extra: str):
-        box = start_sandbox(kind, str(self.tmp / f"{name}.db"), KEYS[kind], *extra)
+    def sandbox(self, kind: str, name: str, *extra: str, port: int = 0):
+        box = start_sandbox(kind, str(self.tmp / f"{name}.db"), KEYS[kind], *extra, port=port)
         self.sandboxes.append(box)
         return box
 
@@ -251,7 +251,8 @@ def budget_run(bench: Bench, recorded: Path, *, rpm: int, minutes: float, latenc
                concurrency: int | None = None) -> dict:  # fmt: skip
     """target-chargebee alone against a fresh emulator that enforces `rpm` (and adds
     `latency_ms`), configured to the same `rpm`, fed records for `minutes`."""
-    name = f"budget-{rpm}-{latency_ms}"
+    # Each run its own emulator and link store: a store is bound to the systems it links.
+    name = f"budget-{rpm}-{latency_ms}-{concurrency or 'default'}"
     box = bench.sandbox("chargebee", name)
     box.set_knobs(requests_per_minute=rpm, latency_ms=latency_ms)
     env = bench.meltano_env(bench.shop, box, bench.tmp / f"{name}-links.db")
@@ -428,7 +429,9 @@ def measure_all(bench: Bench, args: argparse.Namespace) -> None:  # noqa: PLR091
     bench.stop(shop)
     restore(tmp / "shop-before-back.db", tmp / "shop.db")
     restore(tmp / "links-before-back.db", links)
-    bench.shop = shop = bench.sandbox("customwebshop", "shop")
+    # The same port: the link store is bound to the webshop's URL (a new one would be refused).
+    same_port = int(shop.url.rsplit(":", 1)[1])
+    bench.shop = shop = bench.sandbox("customwebshop", "shop", port=same_port)
     bench.env = env = bench.meltano_env(shop, cb, links)
     full_back = bench.meltano(env, *BACK)
     back_report = bench.report("target-customwebshop")
