@@ -340,3 +340,6 @@ def serve(app: Flask, host: str, port: int, name: str) -> None:
     print(f"READY http://{host}:{server.bind_addr[1]} ({name})", flush=True)
     server.serve()
     sys.stdout.flush()
+    # Cheroot's workers are not daemon threads: a request still hanging (the timeout knob)
+    # would keep the process alive for its `hang_seconds`. Every write is committed already.
+    os._exit(0)
