@@ -14,9 +14,10 @@ from pathlib import Path
 import chargebee
 from singer_sdk.testing import SuiteConfig, get_tap_test_class
 
+from sync_common.conflicts import unix_seconds
 from sync_sandbox.process import RunningSandbox, start_sandbox
 from tap_chargebee.tap import TapChargebee
-from tap_chargebee.timestamps import date_time, unix_seconds
+from tap_chargebee.timestamps import date_time
 from tests.test_chargebee_emulator import catalog, sale
 
 KEY = "tap_test_chargebee_key_0123456789"

@@ -15,8 +15,9 @@ from singer_sdk.authenticators import BasicAuthenticator
 from singer_sdk.pagination import JSONPathPaginator
 
 from sync_common.chargebee import chargebee_base_url
+from sync_common.conflicts import unix_seconds
 from sync_common.retry import RetriesDeadLetters
-from tap_chargebee.timestamps import Tree, timestamp_tree, to_date_times, unix_seconds
+from tap_chargebee.timestamps import Tree, timestamp_tree, to_date_times
 
 if t.TYPE_CHECKING:
     import requests

@@ -17,17 +17,6 @@ def date_time(seconds: int | float) -> str:
     return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat()
 
 
-def unix_seconds(value: t.Any) -> int:
-    """A bookmark or start_date (date-time text, or Unix seconds from a tap before date-times)
-    as the Unix seconds Chargebee's filters take."""
-    if isinstance(value, int | float):
-        return int(value)
-    moment = datetime.datetime.fromisoformat(str(value))
-    if moment.tzinfo is None:  # a start_date without a zone means UTC, as in the SDK
-        moment = moment.replace(tzinfo=datetime.UTC)
-    return int(moment.timestamp())
-
-
 def timestamp_tree(schema: t.Mapping[str, t.Any]) -> Tree:
     """The timestamps of an object schema; objects and lists without any are left out."""
     tree: Tree = {}
