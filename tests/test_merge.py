@@ -123,6 +123,8 @@ def test_an_empty_winner_keeps_the_filled_value_unless_empty_overwrites():
 def test_values_equal_as_stored_are_not_changes():
     assert same(None, "") and same({"city": None}, None) and not same({"city": "x"}, None)
     assert same("2026-01-01T00:00:00+00:00", "2026-01-01T01:00:00+01:00")
+    assert same("2023-11-14T22:13:20+00:00", "1700000000")  # tap-chargebee's, Chargebee's
+    assert not same("2023-11-14T22:13:21+00:00", "1700000000") and not same("0123", "123")
     assert same({"city": "x", "zip": None}, {"city": "x"})
     merge = run({"billing_address": None}, {"billing_address": {"city": "Oslo"}},
                 {"billing_address": {"city": None}})  # fmt: skip

@@ -257,4 +257,4 @@ def test_a_tap_stream_has_its_starting_bookmark_once_written_before_its_sync():
     orders = TapChargebee(config=config, state=state, setup_mapper=False).streams["orders"]
     assert orders.get_starting_replication_key_value(None) is None  # not before it is synced
     orders._write_starting_replication_value(None)
-    assert orders.get_starting_replication_key_value(None) == 1_700_000_000
+    assert orders.get_starting_replication_key_value(None) == "2023-11-14T22:13:20+00:00"

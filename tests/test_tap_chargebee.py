@@ -14,8 +14,10 @@ from pathlib import Path
 import chargebee
 from singer_sdk.testing import SuiteConfig, get_tap_test_class
 
+from sync_common.conflicts import unix_seconds
 from sync_sandbox.process import RunningSandbox, start_sandbox
 from tap_chargebee.tap import TapChargebee
+from tap_chargebee.timestamps import date_time
 from tests.test_chargebee_emulator import catalog, sale
 
 KEY = "tap_test_chargebee_key_0123456789"
@@ -87,8 +89,8 @@ def test_first_read_is_complete_then_runs_read_only_changes(tmp_path):
     assert {"c050", "gone"} <= changed.keys()
     # besides the changes, only the bookmark's last second is read again (`after` is
     # exclusive and counts whole seconds)
-    bookmark = state["bookmarks"]["customers"]["replication_key_value"]
-    assert all(row["updated_at"] >= bookmark - 1 for row in changed.values())
+    bookmark = unix_seconds(state["bookmarks"]["customers"]["replication_key_value"])
+    assert all(row["updated_at"] >= date_time(bookmark - 1) for row in changed.values())
     assert len(changed) < 130
     assert changed["c050"]["company"] == "Changed"
     assert changed["gone"]["deleted"] is True  # deletions arrive as tombstones

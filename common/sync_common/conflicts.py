@@ -39,8 +39,13 @@ def chargebee_wins(policy: str | None, chargebee_at: Any, webshop_at: Any) -> bo
 
 
 def unix_seconds(value: Any) -> int:
+    """Date-time text or Unix seconds as Unix seconds (Chargebee's filters take them); text
+    without a zone is UTC, as the SDK reads a start_date; nothing is 0."""
     if value in (None, ""):
         return 0
     if isinstance(value, int | float):
         return int(value)
-    return int(datetime.datetime.fromisoformat(str(value)).timestamp())
+    moment = datetime.datetime.fromisoformat(str(value))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return int(moment.timestamp())

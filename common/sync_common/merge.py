@@ -42,7 +42,8 @@ def is_empty(value: Any) -> bool:
 
 def same(a: Any, b: Any) -> bool:
     """Equal as both systems store them: empties are alike, objects compare member by
-    member (a missing member is empty), and ISO timestamps compare as instants."""
+    member (a missing member is empty), and ISO timestamps compare as instants, also with
+    Chargebee's Unix seconds (a form parameter) where tap-chargebee's date-time is the base."""
     if is_empty(a) and is_empty(b):
         return True
     if isinstance(a, Mapping) or isinstance(b, Mapping):
@@ -51,11 +52,19 @@ def same(a: Any, b: Any) -> bool:
         a, b = a or {}, b or {}
         return all(same(a.get(key), b.get(key)) for key in set(a) | set(b))
     if isinstance(a, str) and isinstance(b, str) and a != b:
+        if a.isdigit() and b.isdigit():
+            return False  # numbers, or a zip code: no instant on either side
         try:
-            return datetime.datetime.fromisoformat(a) == datetime.datetime.fromisoformat(b)
+            return _instant(a) == _instant(b)
         except ValueError:
             return False
     return bool(a == b)
+
+
+def _instant(text: str) -> datetime.datetime:
+    if text.isdigit():  # Unix seconds
+        return datetime.datetime.fromtimestamp(int(text), datetime.UTC)
+    return datetime.datetime.fromisoformat(text)
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,26 @@
 """The Chargebee list endpoints as incremental streams: sorted by `updated_at` ascending,
 pages of 100 through `next_offset` (several at once: tap_chargebee.reading), deletions
-included as tombstones."""
+included as tombstones. Each stream's schema is `schemas/<stream>.json`, every attribute
+Chargebee returns, generated from the official SDK's models by `make docs`
+(tools/sync_docs/chargebee_schemas.py); timestamps are date-times."""
 
 from __future__ import annotations
 
-import datetime
 import functools
+import importlib.resources
 import threading
 import typing as t
 from functools import cached_property
 from urllib.parse import quote
 
-from singer_sdk import RESTStream
-from singer_sdk import typing as th
+from singer_sdk import RESTStream, SchemaDirectory, StreamSchema
 from singer_sdk.authenticators import BasicAuthenticator
 
 from sync_common.chargebee import chargebee_base_url
+from sync_common.conflicts import unix_seconds
 from sync_common.retry import RetriesDeadLetters
 from tap_chargebee.reading import Page, Pages, read_sorted_list
+from tap_chargebee.timestamps import Tree, timestamp_tree, to_date_times
 
 if t.TYPE_CHECKING:
     import requests
@@ -25,18 +28,7 @@ if t.TYPE_CHECKING:
 
     from tap_chargebee.tap import TapChargebee
 
-ADDRESS = th.ObjectType(
-    *(th.Property(name, th.StringType) for name in (
-        "first_name", "last_name", "email", "company", "phone", "line1", "line2", "line3",
-        "city", "state_code", "state", "zip", "country")),
-)  # fmt: skip
-COMMON = (
-    th.Property("id", th.StringType, required=True),
-    th.Property("updated_at", th.IntegerType),
-    th.Property("resource_version", th.IntegerType),
-    th.Property("deleted", th.BooleanType),
-    th.Property("business_entity_id", th.StringType),
-)
+SCHEMAS = SchemaDirectory(importlib.resources.files("tap_chargebee") / "schemas")
 
 
 #: Errors that are about a setting, not a record: the message names the setting to check.
@@ -53,6 +45,7 @@ class ChargebeeStream(RetriesDeadLetters, RESTStream):
 
     primary_keys = ("id",)
     replication_key = "updated_at"
+    schema = StreamSchema(SCHEMAS)  # schemas/<name>.json
     is_sorted = True
     object_name: str = ""
     #: Extra list params: how deleted records are included (they differ per list).
@@ -86,7 +79,7 @@ class ChargebeeStream(RetriesDeadLetters, RESTStream):
         # and a filtered read would skip them. `after` is exclusive and counts whole
         # seconds: one second back re-reads the boundary instead of missing its neighbours.
         if start:
-            params["updated_at[after]"] = int(start) - 1
+            params["updated_at[after]"] = unix_seconds(start) - 1
         return params  # the pages' offsets: tap_chargebee.reading
 
     def request_records(self, context: Context | None) -> t.Iterable[dict]:
@@ -131,14 +124,18 @@ class ChargebeeStream(RetriesDeadLetters, RESTStream):
         return response.json()[self.object_name]
 
     def older_than_bookmark(self, record: dict, start: t.Any) -> bool:
-        """The list reads from one second before the bookmark: a record at it, it has."""
-        return record.get("updated_at") is None or int(record["updated_at"]) < int(start)
+        """The list reads from one second before the bookmark: a record at it, it has. (The
+        record as Chargebee sends it: Unix seconds.)"""
+        updated = record.get("updated_at")
+        return updated is None or unix_seconds(updated) < unix_seconds(start)
 
-    def get_starting_replication_key_value(self, context: Context | None) -> int | None:
-        value = super().get_starting_replication_key_value(context)
-        if isinstance(value, str):  # start_date, a date-time; Chargebee counts Unix seconds
-            value = int(datetime.datetime.fromisoformat(value).timestamp())
-        return value
+    @cached_property
+    def timestamps(self) -> Tree:
+        return timestamp_tree(self.schema)
+
+    def post_process(self, row: dict, context: Context | None = None) -> dict | None:
+        """Chargebee's Unix seconds as date-times, top-level and nested: the one conversion."""
+        return to_date_times(row, self.timestamps)
 
     def response_error_message(self, response: requests.Response) -> str:
         """Chargebee's own words, never the request (it may carry the key)."""
@@ -154,24 +151,13 @@ class ChargebeeStream(RetriesDeadLetters, RESTStream):
 class CustomersStream(ChargebeeStream):
     name = "customers"
     object_name = "customer"
-    schema = th.PropertiesList(
-        *COMMON,
-        th.Property("first_name", th.StringType),
-        th.Property("last_name", th.StringType),
-        th.Property("email", th.StringType),
-        th.Property("company", th.StringType),
-        th.Property("phone", th.StringType),
-        th.Property("billing_address", ADDRESS),
-        th.Property("active_id", th.StringType),
-        th.Property("created_at", th.IntegerType),
-    ).to_dict()
 
     def post_process(self, row: dict, context: Context | None = None) -> dict | None:
         # A transfer leaves the old copy under a new id pointing to the active customer:
         # that copy is history, not a customer of its own.
         if row.get("active_id") not in (None, row["id"]):
             return None
-        return row
+        return super().post_process(row, context)
 
 
 class ItemsStream(ChargebeeStream):
@@ -179,51 +165,13 @@ class ItemsStream(ChargebeeStream):
     object_name = "item"
     # items have no include_deleted; deleted ones show with a status filter
     include_deleted: t.ClassVar[dict[str, str]] = {"status[in]": '["active","archived","deleted"]'}
-    schema = th.PropertiesList(
-        *COMMON,
-        th.Property("name", th.StringType),
-        th.Property("external_name", th.StringType),
-        th.Property("description", th.StringType),
-        th.Property("type", th.StringType),
-        th.Property("status", th.StringType),
-        th.Property("item_family_id", th.StringType),
-        th.Property("is_shippable", th.BooleanType),
-    ).to_dict()
 
 
 class ItemPricesStream(ItemsStream):
     name = "item_prices"
     object_name = "item_price"
-    schema = th.PropertiesList(
-        *COMMON,
-        th.Property("name", th.StringType),
-        th.Property("external_name", th.StringType),
-        th.Property("description", th.StringType),
-        th.Property("item_id", th.StringType),
-        th.Property("status", th.StringType),
-        th.Property("price", th.IntegerType),
-        th.Property("currency_code", th.StringType),
-        th.Property("pricing_model", th.StringType),
-        th.Property("accounting_detail", th.ObjectType(th.Property("sku", th.StringType))),
-    ).to_dict()
 
 
 class OrdersStream(ChargebeeStream):
     name = "orders"
     object_name = "order"
-    schema = th.PropertiesList(
-        *COMMON,
-        th.Property("document_number", th.StringType),
-        th.Property("reference_id", th.StringType),
-        th.Property("invoice_id", th.StringType),
-        th.Property("customer_id", th.StringType),
-        th.Property("status", th.StringType),
-        th.Property("shipment_carrier", th.StringType),
-        th.Property("tracking_id", th.StringType),
-        th.Property("tracking_url", th.StringType),
-        th.Property("note", th.StringType),
-        th.Property("shipped_at", th.IntegerType),
-        th.Property("delivered_at", th.IntegerType),
-        th.Property("cancelled_at", th.IntegerType),
-        th.Property("shipping_address", ADDRESS),
-    ).to_dict()

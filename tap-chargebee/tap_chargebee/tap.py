@@ -18,6 +18,7 @@ from sync_common.retry import RETRY_DEAD_LETTERS, TAP_LINK_STORE_URL, records_to
 from sync_common.throttle import Throttle, ThrottledSession
 from tap_chargebee import streams
 from tap_chargebee.reading import StreamReads
+from tap_chargebee.timestamps import date_time
 
 
 class TapChargebee(Tap):
@@ -85,6 +86,16 @@ class TapChargebee(Tap):
         if kwargs.get("validate_config", True) and not located:
             errors = ["site: missing (the Chargebee site name; or set api_url)"]
             raise ConfigValidationError("Config validation failed", errors=errors)
+
+    def load_state(self, state: dict[str, t.Any]) -> None:
+        """A bookmark from a tap-chargebee before date-times is Unix seconds: read as the same
+        moment, so an upgrade resumes where it stopped (the SDK compares it with records)."""
+        super().load_state(state)
+        for stream_state in self.state.get("bookmarks", {}).values():
+            for bookmark in (stream_state, *stream_state.get("partitions", [])):
+                value = bookmark.get("replication_key_value")
+                if bookmark.get("replication_key") == "updated_at" and isinstance(value, int):
+                    bookmark["replication_key_value"] = date_time(value)
 
     @cached_property
     def throttled_session(self) -> ThrottledSession:

@@ -13,6 +13,8 @@
   `--about --format=markdown` output (headings two levels down, lines trimmed).
 - `meltano-hub/{extractors,loaders}/<plugin>.yml`: each plugin's Meltano Hub-style
   definition, for `meltano add --from-ref` (`sync_docs.hub`).
+- `tap-chargebee/tap_chargebee/schemas/<stream>.json`: tap-chargebee's stream schemas, from
+  the official Chargebee SDK's response models (`sync_docs.chargebee_schemas`).
 
 `sync-docs` writes them; `sync-docs --check` fails when a committed file differs. It works on
 the source checkout it is run in (the nearest directory up from the current one that holds
@@ -31,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-from sync_docs import hub
+from sync_docs import chargebee_schemas, hub
 from sync_sandbox.chargebee import operations as cb
 from sync_sandbox.chargebee.params import Field
 from target_chargebee.params import CONTROL_FIELDS as FORWARD_CONTROL
@@ -160,6 +162,13 @@ def _spec(stream: str, name: str) -> Field | None:
     return READ_ONLY.get(name)
 
 
+def read_type(stream: str, path: str) -> str:
+    """The data type of an attribute as tap-chargebee emits it: the API's, but a timestamp is
+    a date-time (tap_chargebee.timestamps)."""
+    kind = chargebee_type(stream, path)
+    return "date-time (Unix seconds in the API)" if kind == describe(Field("ts")) else kind
+
+
 def describe(field: Field) -> str:
     if field.kind == "str":
         text = f"string (max {field.max_length})" if field.max_length else "string"
@@ -208,7 +217,8 @@ def render_dataflow(meltano_yml: Path) -> str:
         "one map entry; *webshop property* lists the fields its expression reads (`a.b`: member "
         "`b` of object `a`; `a[].b`: `b` of each element of list `a`); *Chargebee data type* is "
         "the parameter as the Chargebee API takes it (the emulator's specs in "
-        "`sandbox/sync_sandbox/chargebee/operations.py`). Control fields say which record this "
+        "`sandbox/sync_sandbox/chargebee/operations.py`), where tap-chargebee's timestamps are "
+        "date-times. Control fields say which record this "
         "is and are not written.",
         "",
         f"Chargebee ids are `{map_config.get('id_prefix', '')}` + the webshop id "
@@ -263,7 +273,7 @@ def _forward_rows(stream: str, stream_map: dict) -> Iterator[tuple[str, ...]]:
 def _back_rows(stream: str, stream_map: dict) -> Iterator[tuple[str, ...]]:
     for key, expression in _entries(stream_map):
         used = fields_used(expression)
-        kinds = "; ".join(dict.fromkeys(chargebee_type(stream, path) for path in used))
+        kinds = "; ".join(dict.fromkeys(read_type(stream, path) for path in used))
         kind = f"control field: {kinds}" if key in BACK_CONTROL else kinds
         yield key.replace("[", ".").rstrip("]"), ", ".join(used) or "—", kind, expression
 
@@ -315,6 +325,7 @@ def documents(root: Path | None = None) -> dict[Path, str]:
         readme = root / plugin / "README.md"
         docs[readme] = with_about(readme.read_text(), about_markdown(plugin))
         docs[hub.definition_path(root, plugin)] = hub.render(plugin, root)
+    docs.update(chargebee_schemas.documents(root))
     return docs
 
 
