@@ -16,6 +16,7 @@ from sync_common.links import CHARGEBEE_API_URL, CHARGEBEE_SITE
 from sync_common.run_lock import RUN_LOCK_WAIT
 from sync_common.target import REPORT_DIR, Preflight, SyncTarget
 from target_customwebshop.plan import PlanningClient
+from target_customwebshop.resources import RULES
 from target_customwebshop.sinks import SINKS
 
 if t.TYPE_CHECKING:
@@ -85,10 +86,23 @@ class TargetCustomwebshop(SyncTarget):
         return Preflight("/customers", "the webshop")
 
     def start(self, api: ApiClient) -> None:
+        """target -> sinks -> the webshop's rules per resource -> the API client."""
         self.api: ApiClient | PlanningClient = PlanningClient(api) if self.dry_run else api
-        #: Unlinked Chargebee items of this run (sink, record): their prices match a product
-        #: by the item's name too, and merge the item into it once linked.
-        self.unlinked_items: dict[str, tuple] = {}
+        unlinked_items: dict[str, tuple] = {}  # shared by the items' and the prices' rules
+        self.rules = {
+            stream: rules_class(
+                stream=stream,
+                api=self.api,
+                links=self.links,
+                report=self.report,
+                delete_guard=self.delete_guard,
+                settings=dict(self.config),
+                logger=self.logger,
+                source_stream_of=self.source_stream_of,
+                unlinked_items=unlinked_items,
+            )  # fmt: skip
+            for stream, rules_class in RULES.items()
+        }
 
     def api_calls(self) -> dict[str, t.Any]:
         return dict(self.api.calls())
