@@ -281,3 +281,54 @@ def test_two_chargebee_customers_with_the_e_mail_are_an_ambiguous_skip(store, em
     assert len(outcome.ambiguous["candidates"]) == 2
     assert gateway.api_calls()["writes_by_operation"] == {}
     assert store.get_by_webshop("customers", job.webshop_id) is None
+
+
+def posts(api: ChargebeeClient) -> int:
+    return sum(n for call, n in api.calls().items() if call.startswith("POST"))
+
+
+def test_a_plan_of_a_record_chargebee_has_says_matched_with_the_change(store, emulator):
+    """The customer is in Chargebee under its derived id, but the link is lost: the plan
+    finds it as the run does, says matched, with the field it would change, old -> new."""
+    api = emulated(emulator)
+    record = customer(f"{uuid.uuid4().hex}@example.com", "Eve")
+    api.post(
+        "/customers", {"id": record["id"], "email": record["email"], "first_name": "Eva"},
+        idempotency_key=uuid.uuid4().hex,
+    )  # fmt: skip
+    before = posts(api)
+    job = job_of("customers", {**record, "webshop_version": None})
+
+    outcome = decisions_on(PlanningLinks(store), PlanningGateway(api)).decide(job)
+
+    assert (outcome.kind, outcome.chargebee_id) == ("matched", record["id"])
+    assert outcome.changes == {"first_name": ["Eva", "Eve"]}
+    assert posts(api) == before
+
+
+def test_a_plan_refuses_a_create_under_an_existing_id_as_chargebee_would(store, emulator):
+    """An item price is created without looking first; Chargebee refuses one under an id it
+    has (`duplicate_entry`) and the run adopts it. The planning gateway refuses the planned
+    create the same way: the plan says matched, and sends nothing."""
+    api = emulated(emulator)
+    n = uuid.uuid4().hex[:8]
+    item, price = f"cws_{n}", f"cws_{n}-USD"
+    key = uuid.uuid4().hex
+    api.post("/item_families", {"id": f"fam_{n}", "name": f"fam_{n}"}, idempotency_key=key)
+    api.post(
+        "/items", {"id": item, "name": f"Thing {n}", "type": "charge",
+                   "item_family_id": f"fam_{n}"}, idempotency_key=uuid.uuid4().hex,
+    )  # fmt: skip
+    fields = {"item_id": item, "name": f"Thing {n} USD", "pricing_model": "flat_fee",
+              "currency_code": "USD"}  # fmt: skip
+    api.post("/item_prices", {"id": price, **fields, "price": 900}, idempotency_key=key + "p")
+    before = posts(api)
+    record = {"id": price, "webshop_id": n, "webshop_version": 1, "price": 1000, **fields}
+
+    outcome = decisions_on(PlanningLinks(store), PlanningGateway(api)).decide(
+        job_of("item_prices", record)
+    )
+
+    assert (outcome.kind, outcome.chargebee_id) == ("matched", price)
+    assert outcome.changes == {"price": ["900", "1000"]}
+    assert posts(api) == before
