@@ -33,6 +33,7 @@ test: install lint
 # Benchmarks print figures; they are not pass/fail tests.
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/sync.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/volume.py
 
 # docs/dataflow.md from meltano.yml's maps, and each plugin README's `--about` settings;
 # tests/test_operator.py fails when the committed files differ from what this writes.

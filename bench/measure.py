@@ -122,6 +122,11 @@ class RequestSampler:
             self._sample()
             self._stop.wait(self.every)
 
+    def busy_seconds(self) -> float:
+        """From the sample before the first request to the sample of the last one."""
+        busy = [t for t, n in self.samples if n > self.samples[0][1]]
+        return busy[-1] - busy[0] + self.every if busy else 0.0
+
     def windows(self, seconds: float = 60.0) -> list[int]:
         """Requests in each `seconds` window that starts at a sample after the first request
         and ends before the last one."""

@@ -1,5 +1,5 @@
 """What both sandboxes share: API-key check, rate limits, injected faults, latency, request
-counts, and serving a Flask app on loopback.
+counts, and serving a Flask app on loopback with HTTP/1.1 keep-alive, as Chargebee does.
 
 Each sandbox builds its Flask app, then calls `install(app, ...)` once. The hooks run before
 every API request (auth, limits, faults) and after it (counts, "commit then drop the response").
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import random
 import signal
@@ -22,13 +21,18 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import cast
 
+from cheroot import wsgi
 from flask import Flask, Response, g, jsonify, request
-from werkzeug.serving import ThreadedWSGIServer, make_server
 
 CONTROL_PREFIX = "/_sandbox/"
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+SOCKET_KEY = "sync_sandbox.socket"  # the WSGI environ entry with the connection's socket
+#: Requests served at once. Cheroot's pool is fixed (idle keep-alive connections hold no
+#: thread): more than any test or bench has in flight, hung requests included.
+THREADS = 64
+#: Seconds an idle keep-alive connection is kept (and a request may take to arrive).
+IDLE_SECONDS = 60
 
 
 @dataclass
@@ -114,8 +118,13 @@ class Sandbox:
         self.counts: Counter[tuple[str, int]] = Counter()
         self.faults: Counter[str] = Counter()  # injected faults by kind
         self.in_flight = 0
+        # TCP connections accepted, as the server counts them (`serve` sets it), and the count
+        # at the last stats reset.
+        self.connections_accepted: Callable[[], int] = lambda: 0
+        self._connections_before = 0
         self._lock = threading.Lock()
         self._random = random.Random(knobs.seed)
+        app.extensions["sync_sandbox"] = self
         app.before_request(self._before)
         app.after_request(self._after)
         app.teardown_request(self._teardown)
@@ -216,12 +225,22 @@ class Sandbox:
                 by_operation.setdefault(operation, {})[str(status)] = n
             total = sum(self.counts.values())
             faults = dict(sorted(self.faults.items()))
-        return jsonify({"total": total, "operations": by_operation, "faults": faults})
+            connections = self.connections_accepted() - self._connections_before
+        return jsonify(
+            {
+                "total": total,
+                "operations": by_operation,
+                "faults": faults,
+                "connections": connections,
+            }
+        )
 
     def _reset(self) -> Response:
         with self._lock:
             self.counts.clear()
             self.faults.clear()
+            # The connection asking for the reset is already counted: it is not counted again.
+            self._connections_before = self.connections_accepted()
         return self._stats()
 
     def _reset_all(self) -> Response:
@@ -243,7 +262,7 @@ class Sandbox:
 
 def _drop_connection() -> None:
     """Close the client's socket without an answer, as a crashed proxy or lost packet would."""
-    sock = request.environ.get("werkzeug.socket")
+    sock = request.environ.get(SOCKET_KEY)
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
@@ -251,11 +270,16 @@ def _drop_connection() -> None:
 
 def _reset_connection() -> None:
     """Abort the client's connection with a TCP reset (RST), as a crashed peer would."""
-    sock = request.environ.get("werkzeug.socket")
+    sock = request.environ.get(SOCKET_KEY)
     if sock is not None:
+        request.get_data()  # the body is on the wire already: read, the server has none to drain
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            os.close(sock.detach())  # linger 0: closing sends RST instead of FIN
+            # Closing the connection's only descriptor with linger 0 sends the RST. An
+            # unconnected socket takes over the descriptor number, so the server's handle stays
+            # valid: its writes fail as on a lost connection and it closes it as usual.
+            with socket.socket() as placeholder:
+                os.dup2(placeholder.fileno(), sock.fileno())
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, default_port: int) -> None:
@@ -284,18 +308,38 @@ def knobs_from_arguments(args: argparse.Namespace) -> Knobs:
     return Knobs(**{f.name: getattr(args, f.name) for f in fields(Knobs)})
 
 
+class _Gateway(wsgi.Gateway_10):
+    """Cheroot's WSGI 1.0 gateway, with the connection's socket in the environ: the fault knobs
+    drop or reset that connection."""
+
+    def get_environ(self) -> dict:  # type: ignore[override]  # cheroot's stub says None
+        environ = super().get_environ()
+        environ[SOCKET_KEY] = self.req.conn.socket
+        return environ
+
+
 def serve(app: Flask, host: str, port: int, name: str) -> None:
-    """Serve until SIGTERM/SIGINT. Prints `READY <url>` once listening, so a parent process
-    that passed port 0 can read the port chosen."""
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
-    server = cast(ThreadedWSGIServer, make_server(host, port, app, threaded=True))
-    server.daemon_threads = True
+    """Serve until SIGTERM/SIGINT, with HTTP/1.1 persistent connections (cheroot; werkzeug's
+    server closes every one). Prints `READY <url>` once listening, so a parent process that
+    passed port 0 can read the port chosen."""
+    server = wsgi.Server(
+        (host, port), app, numthreads=THREADS, timeout=IDLE_SECONDS, shutdown_timeout=1
+    )
+    server.gateway = _Gateway
+    server.keep_alive_conn_limit = 1000  # idle connections kept (cheroot's 10 is below a pool)
+    server.stats["Enabled"] = True  # its "Accepts" count is the TCP connections accepted
+    sandbox: Sandbox = app.extensions["sync_sandbox"]
+    sandbox.connections_accepted = lambda: server.stats["Accepts"]
 
     def stop(_signum, _frame):
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        threading.Thread(target=server.stop, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    print(f"READY http://{host}:{server.port} ({name})", flush=True)
-    server.serve_forever()
+    server.prepare()  # binds: with port 0 the port is chosen here
+    print(f"READY http://{host}:{server.bind_addr[1]} ({name})", flush=True)
+    server.serve()
     sys.stdout.flush()
+    # Cheroot's workers are not daemon threads: a request still hanging (the timeout knob)
+    # would keep the process alive for its `hang_seconds`. Every write is committed already.
+    os._exit(0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sync_sandbox.chargebee.app import create_app
+from sync_sandbox.chargebee.responses import create_app
 from sync_sandbox.chargebee.store import Store
 from sync_sandbox.server import add_common_arguments, knobs_from_arguments, serve
 

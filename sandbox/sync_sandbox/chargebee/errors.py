@@ -1,8 +1,6 @@
-"""Chargebee's error JSON: what every refusal of the emulator looks like on the wire."""
+"""Chargebee's refusals and their error JSON (the HTTP layer, `responses.py`, sends it)."""
 
 from __future__ import annotations
-
-from flask import Response, jsonify
 
 #: The `type` Chargebee sends with each api_error_code; the SDK picks its exception by it.
 ERROR_TYPES = {
@@ -52,13 +50,6 @@ class ChargebeeError(Exception):
             "http_status_code": self.status,
         }
         return {key: value for key, value in body.items() if value is not None}
-
-    def response(self) -> Response:
-        response = jsonify(self.body())
-        response.status_code = self.status
-        if self.retry_after is not None:
-            response.headers["Retry-After"] = str(max(1, round(self.retry_after + 0.5)))
-        return response
 
 
 def not_found(kind: str, id_: str, param: str | None = None) -> ChargebeeError:

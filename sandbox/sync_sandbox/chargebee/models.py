@@ -1,23 +1,19 @@
-"""The Chargebee API v2 emulator: the operations the sync uses, with Chargebee's wire format
-(form-encoded bracket params, Basic auth, `{"customer": {...}}` and `{"list": [...],
-"next_offset": ...}` envelopes, its error JSON) and the rules that matter to a client:
-client-chosen ids, parents before children, business-entity context and transfers,
-idempotency keys, `resource_version`/`updated_at` renewed on every write.
-See docs/chargebee-emulator.md for what is simplified."""
+"""The emulated Chargebee site's state and Chargebee's rules, with no HTTP in sight (the
+HTTP layer, `responses.py`, parses each request and renders what this returns): client-chosen
+ids, parents before children, business-entity context and transfers, idempotency keys,
+`resource_version`/`updated_at` renewed on every write. Each operation takes the call's
+parsed params and its business-entity header, returns the answer's JSON object, and raises
+`ChargebeeError` for a refusal. See docs/chargebee-emulator.md for what is simplified."""
 
 from __future__ import annotations
 
-import base64
 import datetime
-import functools
-import hashlib
 import json
 import re
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
-
-from flask import Flask, Response, request
 
 from sync_sandbox.chargebee import operations as ops
 from sync_sandbox.chargebee.errors import (
@@ -29,126 +25,23 @@ from sync_sandbox.chargebee.errors import (
     wrong_value,
 )
 from sync_sandbox.chargebee.listing import list_page
-from sync_sandbox.chargebee.params import BOOL, parse_bool, parse_form, s, validate
+from sync_sandbox.chargebee.params import BOOL, parse_bool, s, validate
 from sync_sandbox.chargebee.store import Store
-from sync_sandbox.server import Knobs, Refusal, Sandbox
 
-API = "/api/v2"
+#: The headers whose values reach the state layer; their names appear in its error params.
 ENTITY_HEADER = "chargebee-business-entity-id"
 IDEMPOTENCY_HEADER = "chargebee-idempotency-key"
 _ID = re.compile(r"^[A-Za-z0-9_.@-]+$")
 TRANSFERS_PER_YEAR = 3
 
 
-def create_app(
-    store: Store,
-    api_key: str,
-    business_entities: list[str],
-    knobs: Knobs,
-    site: str = "sandbox-test",
-) -> Flask:
-    """`business_entities`: the ids configured on the emulated site; the first is the default
-    one, where a customer created without any entity lands. `site`: the site's name, as
-    `GET /configurations` gives it."""
-    app = Flask("chargebee-sandbox")
-    api = Api(store, business_entities, site)
-    Sandbox(app, knobs, functools.partial(_authenticated, api_key), _refusal, store.clear)
-    app.register_error_handler(ChargebeeError, ChargebeeError.response)
-    app.register_error_handler(404, lambda _e: _unknown_path())
-    app.register_error_handler(
-        405,
-        lambda _e: ChargebeeError(
-            405, "http_method_not_supported", f"{request.method} is not supported here"
-        ).response(),
-    )
+@dataclass(frozen=True)
+class Answer:
+    """A write's answer: HTTP status, JSON text, and whether it is a stored one replayed."""
 
-    def route(rule: str, handler: Callable, method: str = "GET") -> None:
-        view = handler if method == "GET" else api.write(handler)
-        app.add_url_rule(API + rule, handler.__name__, view, methods=[method])
-
-    for plural, kind in (("customers", "customer"), ("item_families", "item_family"),
-                         ("items", "item"), ("item_prices", "item_price"),
-                         ("invoices", "invoice"), ("orders", "order")):  # fmt: skip
-        app.add_url_rule(
-            f"{API}/{plural}/<id_>", f"retrieve_{kind}", functools.partial(api.retrieve, kind)
-        )
-    route("/configurations", api.list_configurations)
-    route("/customers", api.create_customer, "POST")
-    route("/customers", api.list_customers)
-    route("/customers/<id_>", api.update_customer, "POST")
-    route("/customers/<id_>/update_billing_info", api.update_billing_info, "POST")
-    route("/customers/<id_>/delete", api.delete_customer, "POST")
-    route("/business_entities/transfers", api.transfer, "POST")
-    route("/business_entities/transfers", api.list_transfers)
-    route("/item_families", api.create_family, "POST")
-    route("/item_families", api.list_families)
-    route("/item_families/<id_>", api.update_family, "POST")
-    route("/item_families/<id_>/delete", api.delete_family, "POST")
-    route("/items", api.create_item, "POST")
-    route("/items", api.list_items)
-    route("/items/<id_>", api.update_item, "POST")
-    route("/items/<id_>/delete", api.delete_item, "POST")
-    route("/item_prices", api.create_price, "POST")
-    route("/item_prices", api.list_prices)
-    route("/item_prices/<id_>", api.update_price, "POST")
-    route("/item_prices/<id_>/delete", api.delete_price, "POST")
-    route("/invoices/import_invoice", api.import_invoice, "POST")
-    route("/invoices", api.list_invoices)
-    route("/invoices/<id_>/delete", api.delete_invoice, "POST")
-    route("/orders", api.create_order, "POST")
-    route("/orders/import_order", api.import_order, "POST")
-    route("/orders", api.list_orders)
-    route("/orders/<id_>", api.update_order, "POST")
-    route("/orders/<id_>/cancel", api.cancel_order, "POST")
-    route("/orders/<id_>/delete", api.delete_order, "POST")
-    return app
-
-
-def _authenticated(api_key: str) -> bool:
-    """HTTP Basic with the API key as user name and an empty password."""
-    auth = request.headers.get("Authorization", "")
-    if not auth.startswith("Basic "):
-        return False
-    try:
-        user, _, _password = base64.b64decode(auth[6:]).decode().partition(":")
-    except ValueError:
-        return False
-    return secrets.compare_digest(user, api_key)
-
-
-def _refusal(refusal: Refusal) -> Response:
-    if refusal.status == 401:
-        error = ChargebeeError(
-            401,
-            "api_authentication_failed",
-            "Sorry, authentication failed. Invalid api key",
-        )
-    elif refusal.status == 429:
-        error = ChargebeeError(
-            429,
-            "api_request_limit_exceeded",
-            f"Sorry, access has been blocked temporarily: {refusal.message}",
-            retry_after=refusal.retry_after,
-        )
-    else:
-        code = "internal_temporary_error" if refusal.status == 503 else "internal_error"
-        error = ChargebeeError(refusal.status, code, f"Sorry, {refusal.message}")
-    return error.response()
-
-
-def _unknown_path() -> Response:
-    return ChargebeeError(
-        404, "resource_not_found", f"Sorry, no such API path: {request.path}"
-    ).response()
-
-
-def _form() -> dict[str, Any]:
-    """POST params come form-encoded; a JSON body is not read (its fields count as missing)."""
-    return parse_form(request.form.items(multi=True))
-
-
-def _query() -> dict[str, Any]:
-    return parse_form(request.args.items(multi=True))
+    status: int
+    body: str
+    replayed: bool = False
 
 
 def _clean(obj: dict) -> dict:
@@ -190,7 +83,10 @@ def _new_id(prefix: str = "") -> str:
     return prefix + secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
 
 
-class Api:
+class ChargebeeBackend:
+    """One emulated site: its store, its business entities (the first is the default one, where
+    a customer created without any entity lands) and its name."""
+
     def __init__(self, store: Store, business_entities: list[str], site: str) -> None:
         self.store = store
         self.entities = business_entities
@@ -198,81 +94,64 @@ class Api:
 
     # ---------------------------------------------------------------- plumbing
 
-    def write(self, handler: Callable[..., dict]) -> Callable[..., Response]:
-        """Run a write under the store lock, honouring `chargebee-idempotency-key`: the same
-        key with the same params within 30 minutes replays the stored answer (2xx or 4xx)."""
-
-        @functools.wraps(handler)
-        def view(**kwargs: Any) -> Response:
-            key = request.headers.get(IDEMPOTENCY_HEADER)
-            if key is not None and not 0 < len(key) <= 100:
-                raise wrong_value(IDEMPOTENCY_HEADER, "must be 1 to 100 characters")
-            fingerprint = hashlib.sha256(
-                json.dumps(
-                    [
-                        request.path,
-                        sorted(request.form.items(multi=True)),
-                        request.headers.get(ENTITY_HEADER),
-                    ]  # fmt: skip
-                ).encode()
-            ).hexdigest()
-            with self.store.lock:
-                stored = self.store.idempotency.replay(key) if key else None
-                if stored is not None:
-                    if stored[0] != fingerprint:
-                        raise ChargebeeError(
-                            409,
-                            "invalid_request",
-                            "The idempotency key was already used with different parameters",
-                            IDEMPOTENCY_HEADER,
-                        )
-                    return Response(
-                        stored[2],
-                        stored[1],
-                        mimetype="application/json",
-                        headers={"chargebee-idempotency-replayed": "true"},
+    def write(self, key: str | None, fingerprint: str, operation: Callable[[], dict]) -> Answer:
+        """Run a write under the store lock, honouring the idempotency key: the same key with
+        the same request (`fingerprint`) within 30 minutes replays the stored answer (2xx or
+        4xx); the same key with another request is refused."""
+        if key is not None and not 0 < len(key) <= 100:
+            raise wrong_value(IDEMPOTENCY_HEADER, "must be 1 to 100 characters")
+        with self.store.lock:
+            stored = self.store.idempotency.replay(key) if key else None
+            if stored is not None:
+                if stored[0] != fingerprint:
+                    raise ChargebeeError(
+                        409,
+                        "invalid_request",
+                        "The idempotency key was already used with different parameters",
+                        IDEMPOTENCY_HEADER,
                     )
-                try:
-                    status, body = 200, handler(**kwargs)
-                except ChargebeeError as error:
-                    status, body = error.status, error.body()
-                text = json.dumps(body)
-                if key and status < 500:
-                    self.store.idempotency.remember(key, fingerprint, status, text)
-            return Response(text, status, mimetype="application/json")
+                return Answer(stored[1], stored[2], replayed=True)
+            try:
+                status, body = 200, operation()
+            except ChargebeeError as error:
+                status, body = error.status, error.body()
+            text = json.dumps(body)
+            if key and status < 500:
+                self.store.idempotency.remember(key, fingerprint, status, text)
+        return Answer(status, text)
 
-        return view
-
-    def context_entity(self) -> str | None:
-        entity = request.headers.get(ENTITY_HEADER)
+    def context_entity(self, entity: str | None) -> str | None:
+        """The business entity a call is made in (its header), checked to exist."""
         if entity is not None and entity not in self.entities:
             raise not_found("business_entity", entity, ENTITY_HEADER)
         return entity
 
-    def entity_for_create(self, given: str | None, site_default: str | None) -> str | None:
+    def entity_for_create(
+        self, entity: str | None, given: str | None, site_default: str | None
+    ) -> str | None:
         """Param and header must agree; neither gives `site_default`."""
-        header = self.context_entity()
+        header = self.context_entity(entity)
         if given is not None and given not in self.entities:
             raise not_found("business_entity", given, "business_entity_id")
         if given and header and given != header:
             raise wrong_value("business_entity_id", "does not match the business entity header")
         return given or header or site_default
 
-    def live(self, kind: str, id_: str, param: str | None = None) -> dict:
+    def live(self, entity: str | None, kind: str, id_: str, param: str | None = None) -> dict:
         """The object, unless it does not exist, is deleted, or lies outside the context."""
         obj = self.store.get(kind, id_)
-        entity = self.context_entity()
+        context = self.context_entity(entity)
         if (
             obj is None
             or obj.get("deleted")
-            or (entity and obj.get("business_entity_id") not in (None, entity))
+            or (context and obj.get("business_entity_id") not in (None, context))
         ):
             raise not_found(kind, id_, param)
         return obj
 
-    def retrieve(self, kind: str, id_: str) -> dict:
+    def retrieve(self, kind: str, id_: str, entity: str | None) -> dict:
         with self.store.lock:
-            return {kind: self.render(kind, self.live(kind, id_))}
+            return {kind: self.render(kind, self.live(entity, kind, id_))}
 
     def render(self, kind: str, obj: dict) -> dict:
         if kind == "invoice":  # its orders, as Chargebee lists them on the invoice
@@ -289,6 +168,8 @@ class Api:
 
     def listing(
         self,
+        params: dict,
+        entity: str | None,
         kind: str,
         filters: dict[str, str],
         sorts: tuple[str, ...] = (),
@@ -299,7 +180,6 @@ class Api:
     ) -> dict:
         """A list: `include_deleted` only where Chargebee has it (elsewhere it is an unknown
         param, refused), entity scoping by the header."""
-        params = _query()
         extra = {"include_site_level_resources"} if site_level else set()
         include_deleted = False
         if deletable:
@@ -308,14 +188,14 @@ class Api:
             include_deleted = given not in (None, "") and parse_bool(given, "include_deleted")
         with_site = site_level and _site_level(params.get("include_site_level_resources"))
         with self.store.lock:
-            entity = self.context_entity()
+            context = self.context_entity(entity)
             objects = [
                 obj
                 for obj in self.store.all(kind)
                 if (include_deleted or visible(obj))
                 and (
-                    entity is None
-                    or obj.get("business_entity_id") == entity
+                    context is None
+                    or obj.get("business_entity_id") == context
                     or (with_site and obj.get("business_entity_id") is None)
                 )
             ]
@@ -327,10 +207,10 @@ class Api:
 
     # ---------------------------------------------------------------- site
 
-    def list_configurations(self) -> dict:
+    def list_configurations(self, params: dict, entity: str | None) -> dict:
         """The site's configuration, as Chargebee lists it: a client (singer-io's tap-chargebee)
         reads `product_catalog_version` to choose between plans/addons and items."""
-        validate(_query(), {})
+        validate(params, {})
         configuration = {
             "domain": self.site,
             "product_catalog_version": "v2",
@@ -341,8 +221,8 @@ class Api:
 
     # ---------------------------------------------------------------- customers
 
-    def create_customer(self) -> dict:
-        p = validate(_form(), ops.CUSTOMER_CREATE)
+    def create_customer(self, params: dict, entity: str | None) -> dict:
+        p = validate(params, ops.CUSTOMER_CREATE)
         id_ = _check_id(p.pop("id", None) or _new_id())
         if self.store.get("customer", id_):
             raise duplicate("id", id_)
@@ -363,7 +243,7 @@ class Api:
             **p,
             "billing_address": _address(p.get("billing_address"), "billing_address"),
             "business_entity_id": self.entity_for_create(
-                p.get("business_entity_id"), self.entities[0]
+                entity, p.get("business_entity_id"), self.entities[0]
             ),
             "created_at": now,
             "deleted": False,
@@ -371,40 +251,45 @@ class Api:
         }
         return self.save("customer", customer)
 
-    def update_customer(self, id_: str) -> dict:
-        p = validate(_form(), ops.CUSTOMER_UPDATE)
-        customer = self.live("customer", id_)
+    def update_customer(self, id_: str, params: dict, entity: str | None) -> dict:
+        p = validate(params, ops.CUSTOMER_UPDATE)
+        customer = self.live(entity, "customer", id_)
         customer.update(p)  # a param given empty clears the attribute (None is left out)
         return self.save("customer", customer)
 
-    def update_billing_info(self, id_: str) -> dict:
-        p = validate(_form(), ops.CUSTOMER_BILLING)
-        customer = self.live("customer", id_)
+    def update_billing_info(self, id_: str, params: dict, entity: str | None) -> dict:
+        p = validate(params, ops.CUSTOMER_BILLING)
+        customer = self.live(entity, "customer", id_)
         for name in ops.CUSTOMER_BILLING:  # a full replace: what is left out is cleared
             customer[name] = p.get(name)
         customer["billing_address"] = _address(p.get("billing_address"), "billing_address")
         return self.save("customer", customer)
 
-    def delete_customer(self, id_: str) -> dict:
-        validate(_form(), {"delete_payment_method": BOOL})
-        customer = self.live("customer", id_)
+    def delete_customer(self, id_: str, params: dict, entity: str | None) -> dict:
+        validate(params, {"delete_payment_method": BOOL})
+        customer = self.live(entity, "customer", id_)
         customer["deleted"] = True
         for invoice in self.store.all("invoice"):  # deleting a customer cascades
             if invoice.get("customer_id") == id_ and not invoice.get("deleted"):
                 self.store.save("invoice", {**invoice, "deleted": True})
         return self.save("customer", customer)
 
-    def list_customers(self) -> dict:
+    def list_customers(self, params: dict, entity: str | None) -> dict:
         return self.listing(
-            "customer", ops.CUSTOMER_FILTERS, ("created_at", "updated_at"), deletable=True
+            params,
+            entity,
+            "customer",
+            ops.CUSTOMER_FILTERS,
+            ("created_at", "updated_at"),
+            deletable=True,
         )
 
-    def transfer(self) -> dict:
-        if request.headers.get(ENTITY_HEADER):
+    def transfer(self, params: dict, entity: str | None) -> dict:
+        if entity:
             raise ChargebeeError(
                 400, "invalid_request", "A transfer cannot be made in a business entity context"
             )
-        p = validate(_form(), ops.TRANSFER, ops.TRANSFER_REQUIRED)
+        p = validate(params, ops.TRANSFER, ops.TRANSFER_REQUIRED)
         count = len(p["active_resource_ids"])
         for name in ops.TRANSFER:
             if name in p and len(p[name]) != count:
@@ -415,7 +300,7 @@ class Api:
                 raise wrong_value(f"resource_types[{i}]", "only customer is supported")
             if p["reason_codes"][i] != "correction":
                 raise wrong_value(f"reason_codes[{i}]", "allowed: correction")
-            customer = self.live("customer", id_, f"active_resource_ids[{i}]")
+            customer = self.live(entity, "customer", id_, f"active_resource_ids[{i}]")
             source = customer["business_entity_id"]
             destination = p["destination_business_entity_ids"][i]
             if destination not in self.entities:
@@ -455,28 +340,30 @@ class Api:
             transfers.append(self.store.save("business_entity_transfer", transfer, touch=False))
         return {"business_entity_transfer": _clean(transfers[0])}
 
-    def list_transfers(self) -> dict:
-        return self.listing("business_entity_transfer", ops.TRANSFER_FILTERS, ("created_at",))
+    def list_transfers(self, params: dict, entity: str | None) -> dict:
+        return self.listing(
+            params, entity, "business_entity_transfer", ops.TRANSFER_FILTERS, ("created_at",)
+        )
 
     # ---------------------------------------------------------------- catalog
 
-    def create_family(self) -> dict:
-        p = validate(_form(), ops.FAMILY_CREATE, ("id", "name"))
+    def create_family(self, params: dict, entity: str | None) -> dict:
+        p = validate(params, ops.FAMILY_CREATE, ("id", "name"))
         _check_id(p["id"])
         self._unused("item_family", p["id"], p["name"])
         family = {
             **p,
             "status": "active",
             "channel": "web",
-            "business_entity_id": self.entity_for_create(p.get("business_entity_id"), None),
+            "business_entity_id": self.entity_for_create(entity, p.get("business_entity_id"), None),
             "deleted": False,
             "object": "item_family",
         }
         return self.save("item_family", family)
 
-    def update_family(self, id_: str) -> dict:
-        p = validate(_form(), ops.FAMILY_UPDATE)
-        family = self.live("item_family", id_)
+    def update_family(self, id_: str, params: dict, entity: str | None) -> dict:
+        p = validate(params, ops.FAMILY_UPDATE)
+        family = self.live(entity, "item_family", id_)
         if p.get("name") and p["name"] != family["name"]:
             self._unused("item_family", None, p["name"])
         family.update(p)
@@ -484,21 +371,21 @@ class Api:
             raise blank("name")
         return self.save("item_family", family)
 
-    def delete_family(self, id_: str) -> dict:
-        family = self.live("item_family", id_)
+    def delete_family(self, id_: str, entity: str | None) -> dict:
+        family = self.live(entity, "item_family", id_)
         if any(i["item_family_id"] == id_ and not i.get("deleted") for i in self.store.all("item")):
             raise invalid_state(f"item family {id_} still has items")
         family.update(status="deleted", deleted=True)
         return self.save("item_family", family)
 
-    def list_families(self) -> dict:
-        return self.listing("item_family", ops.FAMILY_FILTERS, site_level=True)
+    def list_families(self, params: dict, entity: str | None) -> dict:
+        return self.listing(params, entity, "item_family", ops.FAMILY_FILTERS, site_level=True)
 
-    def create_item(self) -> dict:
-        p = validate(_form(), ops.ITEM_CREATE, ("id", "name", "type", "item_family_id"))
+    def create_item(self, params: dict, entity: str | None) -> dict:
+        p = validate(params, ops.ITEM_CREATE, ("id", "name", "type", "item_family_id"))
         _check_id(p["id"])
         self._unused("item", p["id"], p["name"])
-        self.live("item_family", p["item_family_id"], "item_family_id")
+        self.live(entity, "item_family", p["item_family_id"], "item_family_id")
         item = {
             "is_shippable": False,
             "is_giftable": False,
@@ -510,19 +397,19 @@ class Api:
             **p,
             "status": "active",
             "channel": "web",
-            "business_entity_id": self.entity_for_create(p.get("business_entity_id"), None),
+            "business_entity_id": self.entity_for_create(entity, p.get("business_entity_id"), None),
             "deleted": False,
             "object": "item",
         }
         return self.save("item", item)
 
-    def update_item(self, id_: str) -> dict:
-        p = validate(_form(), ops.ITEM_UPDATE)
-        item = self.live("item", id_)
+    def update_item(self, id_: str, params: dict, entity: str | None) -> dict:
+        p = validate(params, ops.ITEM_UPDATE)
+        item = self.live(entity, "item", id_)
         if p.get("name") and p["name"] != item["name"]:
             self._unused("item", None, p["name"])
         if p.get("item_family_id"):
-            self.live("item_family", p["item_family_id"], "item_family_id")
+            self.live(entity, "item_family", p["item_family_id"], "item_family_id")
         self._set_status(item, p)
         item.update(p)
         for required in ("name", "item_family_id"):
@@ -530,22 +417,22 @@ class Api:
                 raise blank(required)
         return self.save("item", item)
 
-    def delete_item(self, id_: str) -> dict:
-        item = self.live("item", id_)
+    def delete_item(self, id_: str, entity: str | None) -> dict:
+        item = self.live(entity, "item", id_)
         if any(p["item_id"] == id_ and p["status"] in ("active", "archived")
                for p in self.store.all("item_price")):  # fmt: skip
             raise invalid_state(f"item {id_} still has active or archived item prices")
         item.update(status="deleted", deleted=True)
         return self.save("item", item)
 
-    def list_items(self) -> dict:
-        return self._status_listing("item", ops.ITEM_FILTERS)
+    def list_items(self, params: dict, entity: str | None) -> dict:
+        return self._status_listing(params, entity, "item", ops.ITEM_FILTERS)
 
-    def create_price(self) -> dict:
-        p = validate(_form(), ops.PRICE_CREATE, ("id", "name", "item_id", "currency_code"))
+    def create_price(self, params: dict, entity: str | None) -> dict:
+        p = validate(params, ops.PRICE_CREATE, ("id", "name", "item_id", "currency_code"))
         _check_id(p["id"])
         self._unused("item_price", p["id"], p["name"])
-        item = self.live("item", p["item_id"], "item_id")
+        item = self.live(entity, "item", p["item_id"], "item_id")
         if item["status"] != "active":
             raise invalid_state(f"item {item['id']} is {item['status']}")
         price = {
@@ -559,16 +446,16 @@ class Api:
             "item_type": item["type"],
             "status": "active",
             "channel": "web",
-            "business_entity_id": self.entity_for_create(p.get("business_entity_id"), None),
+            "business_entity_id": self.entity_for_create(entity, p.get("business_entity_id"), None),
             "created_at": self.store.now(),
             "deleted": False,
             "object": "item_price",
         }
         return self.save("item_price", price)
 
-    def update_price(self, id_: str) -> dict:
-        p = validate(_form(), ops.PRICE_UPDATE)
-        price = self.live("item_price", id_)
+    def update_price(self, id_: str, params: dict, entity: str | None) -> dict:
+        p = validate(params, ops.PRICE_UPDATE)
+        price = self.live(entity, "item_price", id_)
         if p.get("name") and p["name"] != price["name"]:
             self._unused("item_price", None, p["name"])
         self._set_status(price, p)
@@ -578,8 +465,8 @@ class Api:
                 raise blank(required)
         return self.save("item_price", price)
 
-    def delete_price(self, id_: str) -> dict:
-        price = self.live("item_price", id_)
+    def delete_price(self, id_: str, entity: str | None) -> dict:
+        price = self.live(entity, "item_price", id_)
         used = any(line.get("entity_id") == id_ for invoice in self.store.all("invoice")
                    for line in invoice["line_items"])  # fmt: skip
         # A price already invoiced is kept, archived; otherwise it is deleted.
@@ -588,14 +475,18 @@ class Api:
             price["archived_at"] = self.store.now()
         return self.save("item_price", price)
 
-    def list_prices(self) -> dict:
-        return self._status_listing("item_price", ops.PRICE_FILTERS)
+    def list_prices(self, params: dict, entity: str | None) -> dict:
+        return self._status_listing(params, entity, "item_price", ops.PRICE_FILTERS)
 
-    def _status_listing(self, kind: str, filters: dict[str, str]) -> dict:
+    def _status_listing(
+        self, params: dict, entity: str | None, kind: str, filters: dict[str, str]
+    ) -> dict:
         """Items and prices have no include_deleted: deleted ones show with a status filter."""
-        status = _query().get("status")
+        status = params.get("status")
         by_status = isinstance(status, dict) and "deleted" in str(status)
         return self.listing(
+            params,
+            entity,
             kind,
             filters,
             ("name", "id", "updated_at"),
@@ -621,8 +512,8 @@ class Api:
 
     # ---------------------------------------------------------------- invoices
 
-    def import_invoice(self) -> dict:
-        p = validate(_form(), ops.IMPORT_INVOICE, ("id", "date", "total", "currency_code"))
+    def import_invoice(self, params: dict, entity: str | None) -> dict:
+        p = validate(params, ops.IMPORT_INVOICE, ("id", "date", "total", "currency_code"))
         _check_id(p["id"])
         if self.store.get("invoice", p["id"]):
             raise duplicate("id", p["id"])
@@ -630,7 +521,7 @@ class Api:
             raise blank("line_items[description][0]")
         if not p.get("customer_id"):
             raise blank("customer_id")
-        customer = self.live("customer", p["customer_id"], "customer_id")
+        customer = self.live(entity, "customer", p["customer_id"], "customer_id")
         lines, sub_total, tax = [], 0, 0
         for i, line in enumerate(p["line_items"]):
             lines.append(self._invoice_line(line, i, p["currency_code"], customer["id"]))
@@ -740,37 +631,43 @@ class Api:
             "object": "line_item",
         }
 
-    def delete_invoice(self, id_: str) -> dict:
-        validate(_form(), {"comment": s(300)})
-        invoice = self.live("invoice", id_)
+    def delete_invoice(self, id_: str, params: dict, entity: str | None) -> dict:
+        validate(params, {"comment": s(300)})
+        invoice = self.live(entity, "invoice", id_)
         invoice["deleted"] = True
         for order in self.store.all("order"):  # its orders hang off it: they go too
             if order["invoice_id"] == id_ and not order.get("deleted"):
                 self.store.save("order", {**order, "deleted": True})
         return self.save("invoice", invoice)
 
-    def list_invoices(self) -> dict:
-        return self.listing("invoice", ops.INVOICE_FILTERS, ("date", "updated_at"), deletable=True)
+    def list_invoices(self, params: dict, entity: str | None) -> dict:
+        return self.listing(
+            params, entity, "invoice", ops.INVOICE_FILTERS, ("date", "updated_at"), deletable=True
+        )
 
     # ---------------------------------------------------------------- orders
 
-    def create_order(self) -> dict:
+    def create_order(self, params: dict, entity: str | None) -> dict:
         """The legacy manual path: an order on any invoice, legacy statuses only."""
-        p = validate(_form(), ops.ORDER_CREATE, ("invoice_id",))
+        p = validate(params, ops.ORDER_CREATE, ("invoice_id",))
         now = self.store.now()
         return self._new_order(
-            {"status": "new", **p, "created_at": now, "order_date": now}, imported=False
+            {"status": "new", **p, "created_at": now, "order_date": now},
+            imported=False,
+            entity=entity,
         )
 
-    def import_order(self) -> dict:
+    def import_order(self, params: dict, entity: str | None) -> dict:
         required = ("invoice_id", "status", "created_at", "order_date", "shipping_date")
-        return self._new_order(validate(_form(), ops.ORDER_IMPORT, required), imported=True)
+        return self._new_order(
+            validate(params, ops.ORDER_IMPORT, required), imported=True, entity=entity
+        )
 
-    def _new_order(self, p: dict, *, imported: bool) -> dict:
+    def _new_order(self, p: dict, *, imported: bool, entity: str | None) -> dict:
         id_ = _check_id(p.pop("id", None) or _new_id())
         if self.store.get("order", id_):
             raise duplicate("id", id_)
-        invoice = self.live("invoice", p["invoice_id"], "invoice_id")
+        invoice = self.live(entity, "invoice", p["invoice_id"], "invoice_id")
         if p.get("customer_id") and p["customer_id"] != invoice["customer_id"]:
             raise wrong_value("customer_id", "is not the customer of the invoice")
         count = len(self.store.all("order")) + 1
@@ -823,9 +720,9 @@ class Api:
             "object": "order_line_item",
         }
 
-    def update_order(self, id_: str) -> dict:
-        p = validate(_form(), ops.ORDER_UPDATE)
-        order = self.live("order", id_)
+    def update_order(self, id_: str, params: dict, entity: str | None) -> dict:
+        p = validate(params, ops.ORDER_UPDATE)
+        order = self.live(entity, "order", id_)
         lines = {line["id"]: line for line in order["order_line_items"]}
         for i, change in enumerate(p.pop("order_line_items", [])):
             if change.get("id") not in lines:
@@ -840,9 +737,9 @@ class Api:
             raise blank("status")
         return self.save("order", order)
 
-    def cancel_order(self, id_: str) -> dict:
-        p = validate(_form(), ops.ORDER_CANCEL, ("cancellation_reason",))
-        order = self.live("order", id_)
+    def cancel_order(self, id_: str, params: dict, entity: str | None) -> dict:
+        p = validate(params, ops.ORDER_CANCEL, ("cancellation_reason",))
+        order = self.live(entity, "order", id_)
         if order["status"] == "cancelled":
             raise invalid_state(f"order {id_} is already cancelled")
         now = self.store.now()
@@ -855,16 +752,16 @@ class Api:
         )
         return self.save("order", order)
 
-    def delete_order(self, id_: str) -> dict:
-        order = self.live("order", id_)
+    def delete_order(self, id_: str, entity: str | None) -> dict:
+        order = self.live(entity, "order", id_)
         if not order["_imported"]:
             raise invalid_state("only imported orders can be deleted")
         order["deleted"] = True
         return self.save("order", order)
 
-    def list_orders(self) -> dict:
+    def list_orders(self, params: dict, entity: str | None) -> dict:
         return self.listing(
-            "order", ops.ORDER_FILTERS, ("created_at", "updated_at"), deletable=True
+            params, entity, "order", ops.ORDER_FILTERS, ("created_at", "updated_at"), deletable=True
         )
 
 
