@@ -178,7 +178,7 @@ def test_the_sdk_calls_each_map_objects_transform_per_record(tmp_path, monkeypat
     target.listen(file_input=singer_lines(record("1"), bad, record("2")))
     assert [r["id"] for r in calls] == ["1", 7, "2"]
     assert seen == ["cws_1", "cws_2"]
-    assert target.engine.report.as_dict({})["rejected"] == 1
+    assert target.report.as_dict({})["rejected"] == 1
 
 
 def test_the_sdk_keeps_registered_maps_until_the_schema_changes(tmp_path):

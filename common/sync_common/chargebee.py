@@ -27,6 +27,7 @@ class ChargebeeClient(ApiClient):
         requests_per_minute: int = 150,
         max_concurrency: int = 4,
         timeout: float = 60.0,
+        max_tries: int = 8,
     ) -> None:
         super().__init__(
             base_url,
@@ -34,6 +35,7 @@ class ChargebeeClient(ApiClient):
             parse_error=chargebee_error,
             throttle=Throttle(requests_per_minute, max_concurrency),
             read_timeout=timeout,
+            max_tries=max_tries,
         )
 
     # narrower than ApiClient.post on purpose: every Chargebee write names its key

@@ -3,6 +3,7 @@ look like "everything was deleted" and empty the other side."""
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from typing import Protocol
 
@@ -39,14 +40,16 @@ class DeleteGuard:
         self.setting = MAX_DELETE_PERCENT.name  # named in the error: what the user may change
         self.deletes: Counter[str] = Counter()
         self._linked: dict[str, int] = {}
+        self._counting = threading.Lock()  # target-chargebee's workers count at once
 
     def allow(self, resource: str) -> None:
         """Count one more deletion or archival of `resource`; raise before it would pass
         `max_percent` of the records linked when the run began."""
-        if resource not in self._linked:
-            self._linked[resource] = self.links.count(resource)
-        self.deletes[resource] += 1
-        done, linked = self.deletes[resource], self._linked[resource]
+        with self._counting:
+            if resource not in self._linked:
+                self._linked[resource] = self.links.count(resource)
+            self.deletes[resource] += 1
+            done, linked = self.deletes[resource], self._linked[resource]
         if done > ALWAYS_ALLOWED and done * 100 > self.max_percent * linked:
             raise TooManyDeletes(
                 f"stopped: this run would delete or archive more than {self.max_percent}% of "

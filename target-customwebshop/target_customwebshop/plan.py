@@ -1,15 +1,14 @@
-"""Dry run: the sinks run their real code against stand-ins for the API client and the link
-store that read for real and write nothing. A planned PATCH checks `If-Match` against the
-record as it is now, so a conflict shows up in the plan as it would in the run; what each
-write would change is kept as {field: [old, new]} for the plan."""
+"""Dry run: the sinks run their real code against a stand-in for the API client that reads
+for real and writes nothing (the link store's is sync_common.planning's). A planned PATCH
+checks `If-Match` against the record as it is now, so a conflict shows up in the plan as it
+would in the run; what each write would change is kept as {field: [old, new]} for the
+plan."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from sync_common.http import ApiClient, ApiError
-from sync_common.links import Link, LinkStore
 from sync_common.merge import same
 
 
@@ -53,52 +52,6 @@ class PlanningClient:
 
     def close(self) -> None:
         self.api.close()
-
-
-class PlanningLinks:
-    """The link store, read for real; links made during the plan are kept in memory (later
-    records of the run see them, as they would), dead letters are neither kept nor
-    resolved."""
-
-    def __init__(self, links: LinkStore) -> None:
-        self.links = links
-        self._made: dict[tuple[str, str], Link] = {}
-
-    def get_by_webshop(self, resource: str, webshop_id: str) -> Link | None:
-        made = self._made.get((resource, str(webshop_id)))
-        return made or self.links.get_by_webshop(resource, webshop_id)
-
-    def get_by_chargebee(self, resource: str, chargebee_id: str) -> Link | None:
-        for link in self._made.values():
-            if link.resource == resource and link.chargebee_id == str(chargebee_id):
-                return link
-        return self.links.get_by_chargebee(resource, chargebee_id)
-
-    def save(self, resource: str, webshop_id: str, chargebee_id: str, **state: Any) -> Link:
-        old = self.get_by_webshop(resource, webshop_id)
-        link = old or Link(resource, str(webshop_id), str(chargebee_id))
-        given = {name: value for name, value in state.items() if value is not None}
-        link = dataclasses.replace(link, chargebee_id=str(chargebee_id), **given)
-        self._made[(resource, str(webshop_id))] = link
-        return link
-
-    def add_dead_letter(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def resolve_dead_letter(self, *args: Any) -> bool:
-        return False
-
-    def failed_attempts(self, *args: Any) -> int:
-        return self.links.failed_attempts(*args)
-
-    def open_dead_letters(self, *args: Any, **kwargs: Any) -> list:
-        return self.links.open_dead_letters(*args, **kwargs)
-
-    def count(self, resource: str) -> int:
-        return self.links.count(resource)
-
-    def close(self) -> None:
-        self.links.close()
 
 
 def field_changes(current: dict, fields: dict) -> dict[str, list[Any]]:

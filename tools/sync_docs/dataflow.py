@@ -37,8 +37,8 @@ from sync_docs import chargebee_schemas, hub
 from sync_sandbox.chargebee import operations as cb
 from sync_sandbox.chargebee.params import Field
 from target_chargebee.params import CONTROL_FIELDS as FORWARD_CONTROL
-from target_customwebshop.sinks import CONTROL_FIELDS as BACK_CONTROL
-from target_customwebshop.sinks import SINKS as BACK_SINKS
+from target_customwebshop.resources import CONTROL_FIELDS as BACK_CONTROL
+from target_customwebshop.resources import RULES as BACK_SINKS
 
 PLUGINS = ("tap-customwebshop", "target-chargebee", "tap-chargebee", "target-customwebshop")
 ABOUT_START, ABOUT_END = "<!-- sync-docs:about -->", "<!-- /sync-docs:about -->"
