@@ -7,7 +7,9 @@ module."""
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -332,3 +334,24 @@ def test_a_plan_refuses_a_create_under_an_existing_id_as_chargebee_would(store, 
     assert (outcome.kind, outcome.chargebee_id) == ("matched", price)
     assert outcome.changes == {"price": ["900", "1000"]}
     assert posts(api) == before
+
+
+@PROPERTY
+@given(claimants=st.lists(st.integers(1, 10_000).map(str), min_size=2, max_size=12, unique=True))
+def test_one_chargebee_record_is_claimed_by_one_webshop_record_however_decisions_race(
+    claimants: list[str],
+) -> None:
+    """Decisions run in parallel: whoever claims a Chargebee record first has it, and every
+    other claimant is told who (and is then ambiguous, not linked to the same record)."""
+    first_contact = FirstContact()
+    start = threading.Barrier(len(claimants))
+
+    def claim(webshop_id: str) -> str:
+        start.wait()
+        return first_contact.claim("customers", "cb_1", webshop_id)
+
+    with ThreadPoolExecutor(len(claimants)) as pool:
+        owners = list(pool.map(claim, claimants))
+
+    assert len(set(owners)) == 1 and owners[0] in claimants
+    assert first_contact.claimed[("customers", "cb_1")] == owners[0]

@@ -75,6 +75,13 @@ class FirstContact:
         self.indexes = RunOnce()
         self.claimed: dict[tuple[str, str], str] = {}  # (resource, Chargebee id) -> webshop id
         self.prepared = RunOnce()  # per-run preparations (the item family)
+        self._claiming = threading.Lock()
+
+    def claim(self, resource: str, chargebee_id: str, webshop_id: str) -> str:
+        """The webshop record that has this Chargebee record in this run: `webshop_id`, unless
+        another one claimed it first (decisions run in parallel: check and claim are one step)."""
+        with self._claiming:
+            return self.claimed.setdefault((resource, chargebee_id), webshop_id)
 
 
 class ResourceRules:
@@ -334,17 +341,16 @@ class ResourceRules:
                 f"{len(ids)} Chargebee {self.object_name}s have this {by} ({', '.join(ids)}); "
                 "none is linked or created until they differ, or one is linked by hand"
             )))  # fmt: skip
-        owner = self.owner(ids[0])
-        if owner is not None and owner != job.webshop_id:
+        owner = self.owner(ids[0]) or self.first_contact.claim(
+            self.resource, ids[0], job.webshop_id
+        )
+        if owner != job.webshop_id:
             raise Ambiguous(self.ambiguous(job, by, "webshop", [owner, job.webshop_id], (
                 f"it matches Chargebee {self.object_name} {ids[0]} by {by}, which webshop record "
                 f"{owner} has; two webshop records cannot share one Chargebee record: make "
                 "them differ, or merge them"
             )))  # fmt: skip
-        remote = rows[0] if rows else self.gateway.retrieve(self.resource, ids[0])
-        if remote is not None:
-            self.first_contact.claimed[(self.resource, ids[0])] = job.webshop_id
-        return remote
+        return rows[0] if rows else self.gateway.retrieve(self.resource, ids[0])
 
     def owner(self, chargebee_id: str) -> str | None:
         """The webshop record that has this Chargebee record, if any (this run's first)."""
