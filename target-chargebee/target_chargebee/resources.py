@@ -83,6 +83,14 @@ class FirstContact:
         with self._claiming:
             return self.claimed.setdefault((resource, chargebee_id), webshop_id)
 
+    def release(self, resource: str, chargebee_ids: set[str], webshop_id: str) -> None:
+        """Once the link is saved, the link store tells who has the record: forgetting the
+        claim keeps the run's memory flat however many records it creates."""
+        with self._claiming:
+            for chargebee_id in chargebee_ids:
+                if self.claimed.get((resource, chargebee_id)) == webshop_id:
+                    del self.claimed[(resource, chargebee_id)]
+
 
 class ResourceRules:
     """The upsert of one Chargebee resource."""

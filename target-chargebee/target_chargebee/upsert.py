@@ -176,6 +176,7 @@ class Decisions:
             webshop_version=None if provisional else job.webshop_version,
             deterministic_id=job.det_id,
         )
+        rules.first_contact.release(job.resource, {job.chargebee_id, job.det_id}, job.webshop_id)
 
     def _outcome(
         self, rules: ResourceRules, job: Attempt, kind: str, *, exists: bool = True
