@@ -9,7 +9,15 @@ import psycopg
 import pytest
 
 from sync_sandbox.process import RunningSandbox, start_sandbox
+from tests import harness
 from tests.harness import CHARGEBEE_KEY, GENERATE, SMALL, WEBSHOP_KEY, Sync, TwoWaySync
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item) -> None:
+    """Before the test's fixtures: the Syncs made for it run `meltano run` itself when it is
+    marked `meltano`, else the direct runner (a module fixture: as its first test)."""
+    harness.RUN_WITH_MELTANO = item.get_closest_marker("meltano") is not None
 
 
 @pytest.fixture

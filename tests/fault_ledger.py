@@ -4,6 +4,7 @@ servers of what must be there, what is there, what is there twice and what is mi
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from collections import Counter
@@ -14,7 +15,10 @@ from pathlib import Path
 from sync_common.links import LinkStore
 from sync_sandbox.process import start_sandbox
 from target_chargebee.params import remote_value, to_params, wire_value
+from tests import harness
+from tests.direct_run import StateStore
 from tests.harness import (
+    BIN,
     CHARGEBEE_KEY,
     NOT_ECHOED,
     REPO,
@@ -25,12 +29,15 @@ from tests.harness import (
     cb_all,
     cb_client,
     expected_chargebee,
+    isolated_meltano_env,
     webshop_get,
     webshop_patch,
     webshop_post,
 )
 
-DATABASES = ("shop.db", "chargebee.db", "links.db", "meltano.db")
+#: The files of a synced world: both servers', the link store, the runner's state (Meltano's
+#: system database, the direct runner's state file beside it).
+DATABASES = ("shop.db", "chargebee.db", "links.db", "meltano.db", "meltano-state.json")
 #: What identifies a webshop record apart from its id, which a duplicate would not share.
 NATURAL_KEY = {"customers": "email", "products": "sku", "orders": "number"}
 #: The webshop stream each Chargebee resource is mapped from.
@@ -47,11 +54,24 @@ def make_baseline(directory: Path) -> Path:
     shop = start_sandbox("customwebshop", str(directory / "shop.db"), WEBSHOP_KEY, *SMALL)
     cb = start_sandbox("chargebee", str(directory / "chargebee.db"), CHARGEBEE_KEY)
     try:
-        TwoWaySync(directory, shop, cb).run()
+        TwoWaySync(directory, shop, cb, meltano=False).run()
     finally:
         shop.stop()
         cb.stop()
     return directory
+
+
+def seed_meltano_state(baseline: Path) -> None:
+    """Meltano's system database for the baseline, holding the state its direct run kept
+    (`meltano state set`): made once, for the worlds whose runs are Meltano's."""
+    if (baseline / "meltano.db").exists():
+        return
+    env = isolated_meltano_env(baseline)
+    for state_id, state in StateStore(env).all().items():
+        subprocess.run(
+            [str(BIN / "meltano"), "state", "set", "--force", state_id, json.dumps(state)],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
 
 
 class World:
@@ -63,7 +83,11 @@ class World:
         tmp: Path,
         prepare: Callable[[Path], None] | None = None,
         fast_retries: bool = True,  # short timeouts, for the faults that make requests hang
+        meltano: bool | None = None,  # `meltano run` itself (default: the test's marker)
     ):
+        meltano = harness.RUN_WITH_MELTANO if meltano is None else meltano
+        if meltano:
+            seed_meltano_state(baseline)
         for name in DATABASES:
             for path in baseline.glob(name + "*"):  # with SQLite's -wal/-shm files
                 shutil.copy(path, tmp / path.name)
@@ -72,7 +96,7 @@ class World:
         self.tmp = tmp
         self.shop = start_sandbox("customwebshop", str(tmp / "shop.db"), WEBSHOP_KEY)
         self.chargebee = start_sandbox("chargebee", str(tmp / "chargebee.db"), CHARGEBEE_KEY)
-        self.sync = TwoWaySync(tmp, self.shop, self.chargebee)
+        self.sync = TwoWaySync(tmp, self.shop, self.chargebee, meltano=meltano)
         # the same two systems as the baseline's, at other addresses: move the store along
         store = LinkStore(self.sync.link_store_url)
         store.rebind(self.sync.systems())
@@ -83,14 +107,8 @@ class World:
 
     def run(self, *extra: str) -> subprocess.CompletedProcess:
         """`meltano run sync` (plus `extra` options); the result is returned, not checked."""
-        result = subprocess.run(
-            [*self.sync.command(), *extra, "--force"],  # a killed run still counts as running
-            cwd=REPO,
-            env=self.sync.env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        # --force: Meltano counts a killed run as still running
+        result = self.sync.execute([*self.sync.blocks, *extra, "--force"], self.sync.env)
         self.outputs += [result.stdout, result.stderr]
         return result
 

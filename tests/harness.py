@@ -1,5 +1,6 @@
-"""What the end-to-end tests share: an isolated Meltano run against the sandboxes (`Sync`,
-`TwoWaySync`), the official chargebee SDK as the judge of what Chargebee holds, and the
+"""What the end-to-end tests share: an isolated run against the sandboxes (`Sync`,
+`TwoWaySync`: the direct runner of tests/direct_run.py, or `meltano run` itself for a test
+marked `meltano`), the official chargebee SDK as the judge of what Chargebee holds, and the
 webshop records passed through meltano.yml's maps as what it must hold."""
 
 from __future__ import annotations
@@ -7,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -22,11 +22,11 @@ from singer_sdk.mapper import PluginMapper
 
 from sync_common.links import LinkedSystems
 from target_chargebee.params import CONTROL_FIELDS, remote_value, to_params, wire_value
+from tests import direct_run
+from tests.direct_run import BIN, REPO, isolated_meltano_env
 
 WEBSHOP_KEY = "test_webshop_key_0123456789"
 CHARGEBEE_KEY = "test_cb_key_0123456789"
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 GENERATE = ("--generate", "customers=30,products=20,orders=40", "--seed", "1")
 #: A smaller webshop for the two-way tests (and the fault suite's baseline).
 SMALL = ("--generate", "customers=20,products=10,orders=20", "--seed", "3")
@@ -42,23 +42,25 @@ SDK_MODEL = {
 NOT_ECHOED = ("payments[",)  # an imported payment comes back as linked_payments
 
 
-def isolated_meltano_env(tmp: Path) -> dict[str, str]:
-    """The environment of a Meltano process that keeps its system database and `.meltano`
-    in `tmp`, finds the venv's plugins on PATH and sends no tracking."""
-    return {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "MELTANO_DATABASE_URI": f"sqlite:///{tmp / 'meltano.db'}",
-        "MELTANO_SYS_DIR_ROOT": str(tmp / ".meltano"),
-        "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
-        "MELTANO_DISABLE_TRACKING": "true",
-    }
+#: Whether a Sync made now runs `meltano run` itself rather than the direct runner: the
+#: current test's `meltano` marker (set by tests/conftest.py before its fixtures).
+RUN_WITH_MELTANO = False
 
 
 class Sync:
-    """One isolated Meltano project state (system db, reports, link store) per test."""
+    """One isolated Meltano project state (system db or the direct runner's state, reports,
+    link store) per test. `meltano` chooses the runner (default: the test's marker); one Sync
+    keeps one, as its state lives with it."""
 
-    def __init__(self, tmp: Path, shop, chargebee_sandbox, link_store_url: str | None = None):
+    def __init__(
+        self,
+        tmp: Path,
+        shop,
+        chargebee_sandbox,
+        link_store_url: str | None = None,
+        meltano: bool | None = None,
+    ):
+        self.meltano = RUN_WITH_MELTANO if meltano is None else meltano
         self.tmp = tmp
         self.shop = shop
         self.chargebee = chargebee_sandbox
@@ -89,7 +91,28 @@ class Sync:
         return LinkedSystems.of(self.shop.url + "/api/v1", self.chargebee.url + "/api/v2")
 
     def command(self, blocks: tuple[str, ...] | None = None) -> list[str]:
+        """`meltano run` itself, for the tests that start it in the background."""
+        assert self.meltano, "a test that runs `meltano` itself must be marked meltano"
         return [str(BIN / "meltano"), "run", *(blocks or self.blocks)]
+
+    def execute(self, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+        """`meltano run <args>`, by Meltano or by the direct runner; not checked."""
+        if self.meltano:
+            return subprocess.run(
+                [str(BIN / "meltano"), "run", *args],
+                cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+        return direct_run.run(args, env, timeout=300)
+
+    def state(self, state_id: str) -> dict:
+        """What `meltano state get <state_id>` prints ({} when there is none)."""
+        if not self.meltano:
+            return direct_run.StateStore(self.env).get(state_id)
+        result = subprocess.run(
+            [str(BIN / "meltano"), "state", "get", state_id],
+            cwd=REPO, env=self.env, capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        return json.loads(result.stdout or "{}")
 
     def run(
         self,
@@ -100,12 +123,10 @@ class Sync:
     ) -> subprocess.CompletedProcess:
         """`meltano run`; `settings` are target-chargebee settings for this run only."""
         env = {**self.env, **{f"TARGET_CHARGEBEE_{k.upper()}": str(v) for k, v in settings.items()}}
-        command = self.command(blocks) + (["--force"] if force else [])
-        result = subprocess.run(
-            command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300
-        )
+        result = self.execute([*(blocks or self.blocks), *(["--force"] if force else [])], env)
         if check and result.returncode != 0:
-            pytest.fail(f"meltano run failed ({result.returncode}):\n{result.stderr[-6000:]}")
+            runner = "meltano" if self.meltano else "direct"
+            pytest.fail(f"{runner} run failed ({result.returncode}):\n{result.stderr[-6000:]}")
         return result
 
     def start(self) -> subprocess.Popen:
@@ -175,18 +196,17 @@ def cb_all(client: chargebee.Chargebee, resource: str, **filters: Any) -> list[d
 
 
 def webshop_records(sync: Sync) -> dict[str, list[dict]]:
-    """What the tap reads from the webshop now (RECORD messages by stream), and schemas."""
-    result = subprocess.run(
-        [str(BIN / "meltano"), "invoke", "tap-customwebshop"],
-        cwd=REPO,
-        env=sync.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    """What the tap reads from the webshop now (RECORD messages by stream), and schemas:
+    `meltano invoke tap-customwebshop`, by the Sync's runner."""
+    if sync.meltano:
+        output = subprocess.run(
+            [str(BIN / "meltano"), "invoke", "tap-customwebshop"],
+            cwd=REPO, env=sync.env, capture_output=True, text=True, timeout=120, check=True,
+        ).stdout  # fmt: skip
+    else:
+        output = direct_run.tap_output("tap-customwebshop", sync.env)
     records: dict[str, list[dict]] = {"__schemas__": {}}  # type: ignore[dict-item]
-    for line in result.stdout.splitlines():
+    for line in output.splitlines():
         message = json.loads(line)
         if message["type"] == "SCHEMA":
             records["__schemas__"][message["stream"]] = message  # type: ignore[index]
@@ -280,8 +300,8 @@ def webshop_send(sync: Sync, method: str, path: str, body: dict) -> dict:
 
 
 class TwoWaySync(Sync):
-    def __init__(self, tmp: Path, shop, chargebee_sandbox):
-        super().__init__(tmp, shop, chargebee_sandbox)
+    def __init__(self, tmp: Path, shop, chargebee_sandbox, meltano: bool | None = None):
+        super().__init__(tmp, shop, chargebee_sandbox, meltano=meltano)
         self.env.update(
             TAP_CHARGEBEE_API_URL=chargebee_sandbox.url + "/api/v2",
             TAP_CHARGEBEE_API_KEY=CHARGEBEE_KEY,
