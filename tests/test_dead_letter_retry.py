@@ -7,14 +7,13 @@ dead letter; the run after that is quiet."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections import Counter
 
 import yaml
 
 from sync_common.links import LinkStore
-from tests.harness import BIN, REPO, TwoWaySync, cb_client, webshop_get, webshop_patch
+from tests.harness import REPO, TwoWaySync, cb_client, webshop_get, webshop_patch
 
 #: The webshop accepts a company of 255 characters, Chargebee one of 250.
 LONG_COMPANY = "Konsortium " + "K" * 242
@@ -33,11 +32,8 @@ def dead_letters(sync: TwoWaySync) -> dict[tuple[str, str, str], list]:
 
 
 def bookmark(sync: TwoWaySync, stream: str) -> str:
-    state = subprocess.run(
-        [str(BIN / "meltano"), "state", "get", "dev:tap-customwebshop-to-target-chargebee"],
-        cwd=REPO, env=sync.env, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    return json.loads(state)["singer_state"]["bookmarks"][stream]["replication_key_value"]
+    state = sync.state("dev:tap-customwebshop-to-target-chargebee")
+    return state["singer_state"]["bookmarks"][stream]["replication_key_value"]
 
 
 def run(sync: TwoWaySync, **env: str) -> None:

@@ -18,6 +18,9 @@ from sync_common.links import LinkStore
 from tests.fault_ledger import Tally, World, prepared, settle, status
 from tests.harness import cb_client, webshop_patch
 
+#: `meltano run` itself: a run killed or cut mid-way, and what Meltano's state makes of it.
+pytestmark = pytest.mark.meltano
+
 
 @contextlib.contextmanager
 def started(world: World) -> Iterator[subprocess.Popen]:

@@ -11,6 +11,8 @@ import io
 import json
 import subprocess
 
+import pytest
+
 from sync_common.links import LinkStore
 from tests.harness import (
     BIN,
@@ -21,6 +23,9 @@ from tests.harness import (
     webshop_get,
     webshop_patch,
 )
+
+#: `meltano run` itself: the command as Meltano invokes it, on a store `meltano run sync` made.
+pytestmark = pytest.mark.meltano
 
 
 def links(sync: TwoWaySync, plugin: str, *args: str) -> subprocess.CompletedProcess:

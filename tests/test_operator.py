@@ -157,10 +157,7 @@ def two_way(tmp_path, chargebee):
 def run_back(sync: TwoWaySync, **settings: Any) -> dict:
     """`meltano run tap-chargebee target-customwebshop`; returns the target's report."""
     env = {**sync.env, **{f"TARGET_CUSTOMWEBSHOP_{k.upper()}": str(v) for k, v in settings.items()}}
-    result = subprocess.run(
-        [str(BIN / "meltano"), "run", "tap-chargebee", "target-customwebshop"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = sync.execute(["tap-chargebee", "target-customwebshop"], env)
     assert result.returncode == 0, result.stderr[-4000:]
     return sync.reverse_report()
 
@@ -302,6 +299,7 @@ def test_every_setting_has_type_description_and_default_alike_in_code_and_meltan
         ("target-customwebshop", {"chargebee_api_url": "", "chargebee_site": ""}, "chargebee_site"),
     ],
 )
+@pytest.mark.meltano  # as Meltano hands the plugin its settings
 def test_a_wrong_or_missing_setting_fails_at_start_naming_it(
     tmp_path, shop, chargebee, plugin, settings, named
 ):
@@ -331,6 +329,7 @@ SAMPLES = {"string": "x", "integer": "7", "boolean": "true", "object": '{"a": 1}
            "date_iso8601": "2024-01-01T00:00:00Z"}  # fmt: skip
 
 
+@pytest.mark.meltano
 @pytest.mark.parametrize("name", PLUGINS)
 def test_a_new_project_added_from_the_hub_definition_knows_every_setting(tmp_path, name):
     """A new user's project: `meltano add --from-ref` the generated definition (no install),

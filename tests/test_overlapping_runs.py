@@ -10,7 +10,12 @@ import subprocess
 import time
 from collections import Counter
 
+import pytest
+
 from tests.harness import REPO, TwoWaySync, cb_all, cb_client, webshop_get, webshop_patch
+
+#: `meltano run` itself: two runners with their own Meltano system databases at once.
+pytestmark = pytest.mark.meltano
 
 #: Emulated Chargebee latency while the first run writes: long enough to overlap it.
 LATENCY_MS = 1500

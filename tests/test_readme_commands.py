@@ -22,6 +22,9 @@ from tests.harness import BIN, REPO, isolated_meltano_env
 DOCUMENTS = sorted(
     [REPO / "README.md", *REPO.glob("tap-*/README.md"), *REPO.glob("target-*/README.md")]
 ) + sorted(REPO.glob("docs/*.md"))
+
+#: `meltano run` itself: the documented Meltano commands.
+pytestmark = pytest.mark.meltano
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
 SPAN = re.compile(r"`([^`\n]+(?:\n[^`\n]+)*)`")  # a code span may wrap onto the next lines
 ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 
 import psycopg
+import pytest
 
 from sync_sandbox.process import start_sandbox
 from tests.harness import (
@@ -28,6 +29,9 @@ from tests.harness import (
     expected_chargebee,
     webshop_get,
 )
+
+#: `meltano run` itself: tenants in parallel, each its own Meltano project state (on PostgreSQL).
+pytestmark = pytest.mark.meltano
 
 TENANTS = ("tenant_a", "tenant_b", "tenant_c")
 GENERATE = "customers=12,products=6,orders=12"
