@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import shutil
+import socket
 import subprocess
+import tempfile
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +26,7 @@ import yaml
 from singer_sdk.mapper import PluginMapper
 
 from sync_common.links import LinkedSystems
+from sync_sandbox.process import RunningSandbox, start_sandbox
 from target_chargebee.params import CONTROL_FIELDS, remote_value, to_params, wire_value
 from tests import direct_run
 from tests.direct_run import BIN, REPO, isolated_meltano_env
@@ -162,6 +168,62 @@ class Sync:
         return Counter(
             {op: sum(by_status.values()) for op, by_status in stats.items() if is_write(op)}
         )
+
+
+class SharedSandbox(RunningSandbox):
+    """A module's one sandbox that the SDK's standard test classes must be configured with at
+    import: its address is fixed then, on a free port below the kernel's ephemeral range (no
+    client connection takes it meanwhile), and the server starts only when the module's first
+    test asks for it (`started`, an autouse module fixture); collecting the tests starts none.
+    `prepare` fills it once after the start."""
+
+    def __init__(
+        self,
+        kind: str,
+        api_key: str,
+        *extra: str,
+        prepare: Callable[[RunningSandbox], None] | None = None,
+    ):
+        super().__init__(kind, f"http://127.0.0.1:{free_port()}", None)  # type: ignore[arg-type]
+        self.api_key, self.extra, self.prepare = api_key, extra, prepare
+
+    def start(self) -> SharedSandbox:
+        if self.process is None:
+            self.home = tempfile.mkdtemp(prefix=f"shared-{self.kind}-")
+            db, port = str(Path(self.home) / "sandbox.db"), int(self.url.rsplit(":", 1)[1])
+            server = start_sandbox(self.kind, db, self.api_key, *self.extra, port=port)
+            self.process = server.process
+            if self.prepare is not None:
+                self.prepare(self)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            super().stop()
+            shutil.rmtree(self.home, ignore_errors=True)
+
+    def started(self) -> Any:
+        """The module fixture that starts it for the module's tests and stops it after them."""
+
+        @pytest.fixture(scope="module", autouse=True)
+        def shared_sandbox() -> Iterator[SharedSandbox]:
+            yield self.start()
+            self.stop()
+
+        return shared_sandbox
+
+
+def free_port() -> int:
+    """A loopback port that is free now, from below the ephemeral range."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for port in random.sample(range(10_000, low), 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def is_write(operation: str) -> bool:

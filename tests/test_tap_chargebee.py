@@ -3,21 +3,19 @@ without an updated_at filter, incremental runs from state, deletions as tombston
 
 from __future__ import annotations
 
-import atexit
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import chargebee
 from singer_sdk.testing import SuiteConfig, get_tap_test_class
 
 from sync_common.conflicts import unix_seconds
-from sync_sandbox.process import RunningSandbox, start_sandbox
+from sync_sandbox.process import RunningSandbox
 from tap_chargebee.tap import TapChargebee
 from tap_chargebee.timestamps import date_time
+from tests.harness import SharedSandbox
 from tests.test_chargebee_emulator import catalog, sale
 
 KEY = "tap_test_chargebee_key_0123456789"
@@ -45,11 +43,9 @@ def populate(sandbox: RunningSandbox) -> None:
     )  # fmt: skip
 
 
-_SHARED_DIR = tempfile.mkdtemp(prefix="tap-chargebee-")
-atexit.register(shutil.rmtree, _SHARED_DIR, ignore_errors=True)
-SHARED = start_sandbox("chargebee", str(Path(_SHARED_DIR) / "cb.db"), KEY)
-atexit.register(SHARED.stop)
-populate(SHARED)
+# The standard tests take their config at import; the emulator starts with the first test.
+SHARED = SharedSandbox("chargebee", KEY, prepare=populate)
+shared_sandbox = SHARED.started()
 CONFIG = {"api_url": SHARED.url + "/api/v2", "api_key": KEY, "requests_per_minute": 100000}
 
 TestTapChargebee = get_tap_test_class(

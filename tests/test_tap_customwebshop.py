@@ -4,12 +4,9 @@ incremental runs through the CLI, Retry-After on 429, retries on 5xx, and clear 
 
 from __future__ import annotations
 
-import atexit
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,35 +18,29 @@ from singer_sdk.testing import SuiteConfig, get_tap_test_class
 from sync_common.links import LinkedSystems, LinkStore
 from sync_sandbox.process import RunningSandbox, start_sandbox
 from tap_customwebshop.tap import TapCustomwebshop
+from tests.harness import SharedSandbox
 
 KEY = "tap_test_webshop_key_0123456789"
 STREAMS = ("customers", "products", "orders")
 TAP = str(Path(sys.executable).parent / "tap-customwebshop")
 
 
+GENERATED = ("--generate", "customers=30,products=20,orders=40", "--seed", "1")
+
+
 def start_generated(directory: str | Path) -> RunningSandbox:
     """A webshop sandbox with the same generated data every time."""
-    return start_sandbox(
-        "customwebshop",
-        str(Path(directory) / "webshop.db"),
-        KEY,
-        "--generate",
-        "customers=30,products=20,orders=40",
-        "--seed",
-        "1",
-    )
+    return start_sandbox("customwebshop", str(Path(directory) / "webshop.db"), KEY, *GENERATED)
 
 
 def config_for(sandbox: RunningSandbox, **extra) -> dict:
     return {"api_url": sandbox.url + "/api/v1", "api_key": KEY, **extra}
 
 
-# The standard tests need their config when the class is built, at import: so this module
-# starts one sandbox at import and stops it when the interpreter exits.
-_SHARED_DIR = tempfile.mkdtemp(prefix="tap-customwebshop-")
-atexit.register(shutil.rmtree, _SHARED_DIR, ignore_errors=True)
-SHARED = start_generated(_SHARED_DIR)
-atexit.register(SHARED.stop)
+# The standard tests need their config when the class is built, at import: so this module's
+# one sandbox has its address from then, and starts with the module's first test.
+SHARED = SharedSandbox("customwebshop", KEY, *GENERATED)
+shared_sandbox = SHARED.started()
 
 TestTapCustomwebshop = get_tap_test_class(
     TapCustomwebshop,

@@ -16,10 +16,9 @@ from singer_sdk.testing import get_target_test_class
 from singer_sdk.testing.suites import SingerTestSuite
 from singer_sdk.testing.target_tests import TargetCliPrintsTest, TargetRecordBeforeSchemaTest
 
-from sync_sandbox.process import start_sandbox
 from target_chargebee.target import TargetChargebee
 from target_customwebshop.target import TargetCustomwebshop
-from tests.harness import CHARGEBEE_KEY, WEBSHOP_KEY
+from tests.harness import CHARGEBEE_KEY, WEBSHOP_KEY, SharedSandbox
 
 APPLICABLE = SingerTestSuite(
     kind="target", tests=[TargetCliPrintsTest, TargetRecordBeforeSchemaTest]
@@ -27,10 +26,11 @@ APPLICABLE = SingerTestSuite(
 
 _DIR = Path(tempfile.mkdtemp(prefix="target-standard-"))
 atexit.register(shutil.rmtree, _DIR, ignore_errors=True)
-CHARGEBEE = start_sandbox("chargebee", str(_DIR / "cb.db"), CHARGEBEE_KEY)
-atexit.register(CHARGEBEE.stop)
-WEBSHOP = start_sandbox("customwebshop", str(_DIR / "shop.db"), WEBSHOP_KEY)
-atexit.register(WEBSHOP.stop)
+# addresses at import, for the classes' config; the servers start with the first test
+CHARGEBEE = SharedSandbox("chargebee", CHARGEBEE_KEY)
+chargebee_sandbox = CHARGEBEE.started()
+WEBSHOP = SharedSandbox("customwebshop", WEBSHOP_KEY)
+webshop_sandbox = WEBSHOP.started()
 
 
 def standard_tests(target_class: type, api_url: str, api_key: str) -> type:
