@@ -248,9 +248,9 @@ def run_pair(
         try:
             for line in consumer.stdout:
                 partial = keep_state(store, state_id, line, partial, completed)
-
             consumer.wait()
-            if producer.poll() is None:  # the target ended first: nothing reads the tap
+            target_first = producer.poll() is None
+            if target_first:  # nothing reads the tap any more; its code does not count
                 producer.kill()
             producer.wait()
             for reader in readers:
@@ -260,7 +260,7 @@ def run_pair(
             kill(producer, consumer)
     if timed_out.is_set():
         raise subprocess.TimeoutExpired([tap, target], 0, stderr="".join(log))
-    return producer.returncode or consumer.returncode
+    return consumer.returncode if target_first else producer.returncode or consumer.returncode
 
 
 def keep_state(

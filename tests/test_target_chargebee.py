@@ -9,6 +9,8 @@ import time
 import uuid
 from collections import Counter
 
+import pytest
+
 from sync_common.links import LinkStore
 from tests.harness import (
     RESOURCES,
@@ -80,6 +82,7 @@ def test_customers_are_placed_in_the_business_entity_and_transferred_on_change(s
     assert len(active) == len({c["email"] for c in active})  # no customer twice
 
 
+@pytest.mark.meltano  # killed under `meltano run`: Meltano's state and running job
 def test_killed_run_then_rerun_converges_without_duplicates(sync):
     sync.chargebee.set_knobs(latency_ms=40)
     process = sync.start()
@@ -166,6 +169,7 @@ def test_prepopulated_customers_are_matched_by_email(sync):
     assert {i["customer_id"] for i in invoices} & hand_ids
 
 
+@pytest.mark.meltano  # Meltano's rendering of the plugin's structured log
 def test_rejected_record_is_dead_lettered_while_the_others_sync(sync):
     customer = webshop_get(sync, "customers")[0]
     webshop_patch(sync, "customers", customer["id"], {"company": "X" * 252})  # > 250 in Chargebee
