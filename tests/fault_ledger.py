@@ -29,6 +29,7 @@ from tests.harness import (
     cb_all,
     cb_client,
     expected_chargebee,
+    free_port,
     isolated_meltano_env,
     webshop_get,
     webshop_patch,
@@ -95,7 +96,11 @@ class World:
             prepare(tmp)  # e.g. write records straight into the webshop's database
         self.tmp = tmp
         self.shop = start_sandbox("customwebshop", str(tmp / "shop.db"), WEBSHOP_KEY)
-        self.chargebee = start_sandbox("chargebee", str(tmp / "chargebee.db"), CHARGEBEE_KEY)
+        # below the ephemeral range, so that restart_chargebee can take the port again: a
+        # client retrying a closed ephemeral port can connect to itself and hold it
+        self.chargebee = start_sandbox(
+            "chargebee", str(tmp / "chargebee.db"), CHARGEBEE_KEY, port=free_port()
+        )
         self.sync = TwoWaySync(tmp, self.shop, self.chargebee, meltano=meltano)
         # the same two systems as the baseline's, at other addresses: move the store along
         store = LinkStore(self.sync.link_store_url)
