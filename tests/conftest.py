@@ -3,14 +3,24 @@ against them (tests/harness.py)."""
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import psycopg
 import pytest
 
 from sync_sandbox.process import RunningSandbox, start_sandbox
-from tests import harness
+from tests import direct_run, harness
 from tests.harness import CHARGEBEE_KEY, GENERATE, SMALL, WEBSHOP_KEY, Sync, TwoWaySync
+
+
+@pytest.fixture(scope="session", autouse=True)
+def share_meltano_dumps(tmp_path_factory) -> None:
+    """The xdist workers of one run ask Meltano for the direct runner's base config once,
+    between them, in the run's temporary directory (tests/direct_run.py)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "meltano-dumps.json"
+        direct_run.SHARED_DUMPS = shared
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -11,6 +11,7 @@ tests/test_direct_run.py holds this equal to `meltano invoke --dump=config`."""
 from __future__ import annotations
 
 import copy
+import fcntl
 import functools
 import json
 import os
@@ -95,24 +96,42 @@ def meltano_dump(what: str, plugin: str, env: Mapping[str, str]) -> dict:
     return json.loads(done.stdout)
 
 
+#: A file the processes of one xdist run share the dumps in (set by tests/conftest.py, in the
+#: run's own temporary directory); None: this process asks Meltano itself.
+SHARED_DUMPS: Path | None = None
+
+
 @functools.cache
-def base_dumps() -> dict[tuple[str, str], dict]:
-    """Every plugin's config and every tap's catalog as Meltano resolves them in `dev` with no
-    test's variables: asked once per test process, all at once (Meltano starts slowly)."""
+def base_dumps() -> dict[str, dict]:
+    """Every plugin's config and every tap's catalog (by "config <plugin>", "catalog <tap>")
+    as Meltano resolves them in `dev` with no test's variables: asked once per test run."""
+    if SHARED_DUMPS is None:
+        return ask_meltano()
+    with open(SHARED_DUMPS.with_name(SHARED_DUMPS.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker asks, the others wait and read
+        if SHARED_DUMPS.exists():
+            return json.loads(SHARED_DUMPS.read_text())
+        dumps = ask_meltano()
+        SHARED_DUMPS.touch(mode=0o600)  # a key from .env may be in a config
+        SHARED_DUMPS.write_text(json.dumps(dumps))
+        return dumps
+
+
+def ask_meltano() -> dict[str, dict]:
     own = tuple(env_prefix(p["name"]) for kind in project()["plugins"].values() for p in kind)
     env = {k: v for k, v in os.environ.items() if not k.startswith(own)}
     env["MELTANO_ENVIRONMENT"] = "dev"
     wanted = [("config", p["name"]) for kind in project()["plugins"].values() for p in kind]
     wanted += [("catalog", p["name"]) for p in project()["plugins"]["extractors"]]
-    with ThreadPoolExecutor(len(wanted)) as pool:
+    with ThreadPoolExecutor(len(wanted)) as pool:  # Meltano starts slowly: all at once
         dumps = pool.map(lambda w: meltano_dump(*w, env), wanted)
-        return dict(zip(wanted, dumps, strict=True))
+        return {f"{w} {p}": dump for (w, p), dump in zip(wanted, dumps, strict=True)}
 
 
 def plugin_config(plugin: str, env: Mapping[str, str]) -> dict:
     """The config Meltano would write for `plugin` in `env`: the session's base config with
     each declared setting that `env` sets laid over it."""
-    config = copy.deepcopy(base_dumps()[("config", plugin)])
+    config = copy.deepcopy(base_dumps()[f"config {plugin}"])
     for setting in definition(plugin)["settings"]:
         value = env.get(env_prefix(plugin) + setting["name"].upper())
         if value is None:
@@ -126,7 +145,7 @@ def plugin_config(plugin: str, env: Mapping[str, str]) -> dict:
 
 
 def catalog(tap: str) -> dict:
-    return base_dumps()[("catalog", tap)]
+    return base_dumps()[f"catalog {tap}"]
 
 
 # ---------------------------------------------------------------------------- state

@@ -215,7 +215,8 @@ class SharedSandbox(RunningSandbox):
 
 def free_port() -> int:
     """A loopback port that is free now, from below the ephemeral range."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = Path("/proc/sys/net/ipv4/ip_local_port_range")  # Linux; elsewhere 49152 and up
+    low = int(ports.read_text().split()[0]) if ports.exists() else 32768
     for port in random.sample(range(10_000, low), 200):
         with socket.socket() as probe:
             try:
