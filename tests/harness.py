@@ -5,6 +5,7 @@ webshop records passed through meltano.yml's maps as what it must hold."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import random
@@ -14,7 +15,7 @@ import subprocess
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -171,11 +172,11 @@ class Sync:
 
 
 class SharedSandbox(RunningSandbox):
-    """A module's one sandbox that the SDK's standard test classes must be configured with at
-    import: its address is fixed then, on a free port below the kernel's ephemeral range (no
-    client connection takes it meanwhile), and the server starts only when the module's first
-    test asks for it (`started`, an autouse module fixture); collecting the tests starts none.
-    `prepare` fills it once after the start."""
+    """A sandbox that the SDK's standard test classes must be configured with at import: its
+    address is fixed then, on a free port below the kernel's ephemeral range (no client
+    connection takes it meanwhile), and the server starts only when a test of a module that
+    uses it asks for it (`started`, an autouse module fixture in each such module), to run
+    until the process exits; collecting the tests starts none. `prepare` fills it once."""
 
     def __init__(
         self,
@@ -189,26 +190,23 @@ class SharedSandbox(RunningSandbox):
 
     def start(self) -> SharedSandbox:
         if self.process is None:
-            self.home = tempfile.mkdtemp(prefix=f"shared-{self.kind}-")
-            db, port = str(Path(self.home) / "sandbox.db"), int(self.url.rsplit(":", 1)[1])
-            server = start_sandbox(self.kind, db, self.api_key, *self.extra, port=port)
-            self.process = server.process
+            home = tempfile.mkdtemp(prefix=f"shared-{self.kind}-")
+            atexit.register(shutil.rmtree, home, ignore_errors=True)
+            db, port = str(Path(home) / "sandbox.db"), int(self.url.rsplit(":", 1)[1])
+            self.process = start_sandbox(
+                self.kind, db, self.api_key, *self.extra, port=port
+            ).process
+            atexit.register(self.stop)  # runs before the rmtree
             if self.prepare is not None:
                 self.prepare(self)
         return self
 
-    def stop(self) -> None:
-        if self.process is not None:
-            super().stop()
-            shutil.rmtree(self.home, ignore_errors=True)
-
     def started(self) -> Any:
-        """The module fixture that starts it for the module's tests and stops it after them."""
+        """An autouse module fixture: the module's tests find it running."""
 
         @pytest.fixture(scope="module", autouse=True)
-        def shared_sandbox() -> Iterator[SharedSandbox]:
-            yield self.start()
-            self.stop()
+        def shared_sandbox() -> SharedSandbox:
+            return self.start()
 
         return shared_sandbox
 

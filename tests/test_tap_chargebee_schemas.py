@@ -21,6 +21,8 @@ from tap_chargebee.timestamps import date_time, timestamp_tree, to_date_times
 from target_chargebee.params import CONTROL_FIELDS as FORWARD_CONTROL
 from tests.test_tap_chargebee import CONFIG, SHARED, TAP, client, records, run_tap
 
+shared_sandbox = SHARED.started()  # the emulator test_tap_chargebee.py fills
+
 REPO = Path(__file__).resolve().parents[1]
 STREAMS = ("customers", "items", "item_prices", "orders")
 
