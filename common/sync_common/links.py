@@ -540,24 +540,24 @@ class LinkStore:
         key = {"resource": resource, "webshop_id": str(webshop_id)}
         upsert = self._insert(_links).values(**key, **given)
         upsert = upsert.on_conflict_do_update(index_elements=list(key), set_=given)
-        for attempt in range(3):
-            try:
-                with self._engine.begin() as db:
-                    row = db.execute(upsert.returning(*_LINK_COLUMNS)).one()
-                return Link(**row._mapping)
-            except sa.exc.IntegrityError:
-                taken = self.get_by_chargebee(resource, chargebee_id)
-                # PostgreSQL: a concurrent insert of this very link can trip the Chargebee-id
-                # index (ON CONFLICT guards only the webshop-id one); the row now exists, so
-                # the upsert goes through as an update.
-                if taken is not None and taken.webshop_id == str(webshop_id) and attempt < 2:
-                    continue
+        try:
+            return self._write_link(upsert)
+        except sa.exc.IntegrityError:
+            taken = self.get_by_chargebee(resource, chargebee_id)
+            if taken is None or taken.webshop_id != str(webshop_id):
                 other = taken.webshop_id if taken else "another record"
                 raise LinkConflict(
                     f"{resource} {chargebee_id} in Chargebee is already linked to webshop "
                     f"{resource} {other}, not {webshop_id}"
                 ) from None
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        # PostgreSQL: a concurrent insert of this very link can trip the Chargebee-id index
+        # (ON CONFLICT guards only the webshop-id one); the row exists now, so this updates it.
+        return self._write_link(upsert)
+
+    def _write_link(self, upsert: Any) -> Link:
+        with self._engine.begin() as db:
+            row = db.execute(upsert.returning(*_LINK_COLUMNS)).one()
+        return Link(**row._mapping)
 
     def _one(self, resource: str, condition: sa.ColumnElement[bool]) -> Link | None:
         query = sa.select(*_LINK_COLUMNS).where(_links.c.resource == resource, condition)
