@@ -95,10 +95,9 @@ class ChargebeeStream(RetriesDeadLetters, RESTStream):
         return reads.records(self.name)
 
     def read_pages(self, context: Context | None, cancelled: threading.Event) -> Pages:
-        workers = self.config.get("concurrent_reads") or 8
         params = self.get_url_params(context, None)
         fetch = functools.partial(self.fetch_page, context)
-        return read_sorted_list(fetch, params, workers, cancelled)
+        return read_sorted_list(fetch, params, self._tap.concurrent_reads, cancelled)
 
     def fetch_page(self, context: Context | None, params: dict) -> Page:
         """One list request with the stream's session (throttled), auth and retries."""

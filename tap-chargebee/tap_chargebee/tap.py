@@ -20,6 +20,9 @@ from tap_chargebee import streams
 from tap_chargebee.reading import StreamReads
 from tap_chargebee.timestamps import date_time
 
+#: List requests in flight at once by default: at ~250 ms a call, 8 keep 1,000/min busy.
+CONCURRENT_READS = 8
+
 
 class TapChargebee(Tap):
     """Customers, items, item prices and orders of a Chargebee site (API v2), incremental by
@@ -63,7 +66,7 @@ class TapChargebee(Tap):
         th.Property(
             "concurrent_reads",
             th.IntegerType(minimum=1),
-            default=8,
+            default=CONCURRENT_READS,
             description="List requests in flight at once, within requests_per_minute: the "
             "streams are read together, and a stream's pages over several updated_at ranges in "
             "parallel, emitted in order. At Chargebee's ~250 ms per call, 8 keep a 1,000/min "
@@ -100,12 +103,17 @@ class TapChargebee(Tap):
     @cached_property
     def throttled_session(self) -> ThrottledSession:
         rpm = self.config.get("requests_per_minute") or 150
-        session = ThrottledSession(Throttle(rpm, self.config.get("concurrent_reads") or 8))
+        session = ThrottledSession(Throttle(rpm, self.concurrent_reads))
         # the streams send prepared requests, which requests sends without these settings
         environment_settings(
             session, chargebee_base_url(self.config.get("site"), self.config.get("api_url"))
         )
         return session
+
+    @property
+    def concurrent_reads(self) -> int:
+        """List requests in flight at once: the throttle's cap and the readers' workers."""
+        return int(self.config.get("concurrent_reads") or CONCURRENT_READS)
 
     @cached_property
     def stream_reads(self) -> StreamReads:
