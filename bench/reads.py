@@ -32,7 +32,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import requests
-from measure import Run, run
+from measure import Run, run, status_count
 
 from sync_sandbox.process import RunningSandbox, start_sandbox
 
@@ -330,7 +330,7 @@ def measure(name: str, command: list[str], env: dict, box: RunningSandbox, tmp: 
         "run": done,
         "records": records_by_stream(out),
         "requests": stats["total"],
-        "429s": sum(int(ops.get("429", 0)) for ops in stats["operations"].values()),
+        "429s": status_count(stats, "429"),
     }
 
 

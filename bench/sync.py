@@ -23,10 +23,17 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from resource import RUSAGE_SELF, getrusage
 
 import requests
-from measure import RequestSampler, Run, count_records, run, schema_only
+from measure import (
+    RequestSampler,
+    Run,
+    count_records,
+    cpu_per_call,
+    run,
+    schema_only,
+    status_count,
+)
 
 from sync_common.chargebee import ChargebeeClient
 from sync_sandbox.process import start_sandbox
@@ -62,6 +69,15 @@ class Bench:
         self.numbers = itertools.count()  # config file names (two threads make them)
 
     # ---------------------------------------------------------------- plumbing
+
+    def generate(self) -> Run:
+        """The webshop's records (`self.counts`, seed 42) in `shop.db`, before its sandbox runs."""
+        size = ",".join(f"{k}={v}" for k, v in self.counts.items())
+        return run(
+            [str(BIN / "customwebshop-sandbox"), "--db", str(self.tmp / "shop.db"), "--api-key",
+             KEYS["customwebshop"], "--generate", size, "--seed", "42", "--generate-only"],
+            env=dict(os.environ), log=self.log,
+        )  # fmt: skip
 
     def sandbox(self, kind: str, name: str, *extra: str, port: int = 0):
         box = start_sandbox(kind, str(self.tmp / f"{name}.db"), KEYS[kind], *extra, port=port)
@@ -152,10 +168,6 @@ def webshop_writes(stats: dict) -> int:
     )
 
 
-def status_count(stats: dict, status: str) -> int:
-    return sum(by_status.get(status, 0) for by_status in stats["operations"].values())
-
-
 def backup(source: Path, target: Path) -> None:
     """A consistent copy of a SQLite file that may be open elsewhere."""
     with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
@@ -216,30 +228,21 @@ def edit_chargebee_customers(chargebee, share: float) -> int:
     return len(ids)
 
 
-def client_cpu_per_request(chargebee, requests_made: int = 500) -> float:
+def client_cpu_per_request(chargebee) -> float:
     """CPU seconds the plugins' HTTP client (sync_common.http) spends per GET on the
     emulator: part of every plugin's cost per record, and absent from the no-op floor."""
     client = ChargebeeClient(chargebee.url + "/api/v2", KEYS["chargebee"],
                              requests_per_minute=0, max_concurrency=0)  # fmt: skip
-    before = getrusage(RUSAGE_SELF)
-    for _ in range(requests_made):
-        client.get("/customers", {"limit": 1})
-    after = getrusage(RUSAGE_SELF)
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    return cpu / requests_made
+    return cpu_per_call(lambda: client.get("/customers", {"limit": 1}))
 
 
-def bare_session_cpu_per_request(chargebee, requests_made: int = 500) -> float:
+def bare_session_cpu_per_request(chargebee) -> float:
     """CPU seconds a bare requests.Session spends per GET on the emulator: the goal's yardstick
     for what a request costs the client at all."""
     session = requests.Session()
     session.auth = (KEYS["chargebee"], "")
     url = chargebee.url + "/api/v2/customers"
-    before = getrusage(RUSAGE_SELF)
-    for _ in range(requests_made):
-        session.get(url, params={"limit": 1}, timeout=10).raise_for_status()
-    after = getrusage(RUSAGE_SELF)
-    return (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / requests_made
+    return cpu_per_call(lambda: session.get(url, params={"limit": 1}, timeout=10))
 
 
 def feed_for(source: Path, seconds: float):
@@ -329,11 +332,7 @@ def measure_all(bench: Bench, args: argparse.Namespace) -> None:  # noqa: PLR091
     load = os.getloadavg()[0]
     print(f"scale {args.scale}: {size}, seed 42; {os.cpu_count()} CPUs, load {load:.1f}; "
           f"log: {bench.log}", flush=True)  # fmt: skip
-    generated = run(
-        [str(BIN / "customwebshop-sandbox"), "--db", str(tmp / "shop.db"), "--api-key",
-         KEYS["customwebshop"], "--generate", size, "--seed", "42", "--generate-only"],
-        env=dict(os.environ), log=bench.log,
-    )  # fmt: skip
+    generated = bench.generate()
     print(f"data generated in {generated.wall:.0f} s", flush=True)
     bench.shop = shop = bench.sandbox("customwebshop", "shop")
     cb = bench.sandbox("chargebee", "cb")

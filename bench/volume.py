@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from measure import Run, count_records, run
-from sync import BIN, KEYS, SIZE, Bench
+from measure import Run, count_records
+from sync import SIZE, Bench
 
 MB = 2**20
 PLUGINS = ("tap-customwebshop", "target-chargebee", "tap-chargebee", "target-customwebshop")
@@ -31,12 +31,7 @@ def one_size(tmp: Path, records: int, budget: int) -> dict:
     """Every plugin's run at `records` webshop records, and what the first sync cost."""
     tmp.mkdir()
     bench = Bench(tmp, records / sum(SIZE.values()))
-    size = ",".join(f"{k}={v}" for k, v in bench.counts.items())
-    run(
-        [str(BIN / "customwebshop-sandbox"), "--db", str(tmp / "shop.db"), "--api-key",
-         KEYS["customwebshop"], "--generate", size, "--seed", "42", "--generate-only"],
-        env=dict(os.environ), log=bench.log,
-    )  # fmt: skip
+    bench.generate()
     try:
         bench.shop = shop = bench.sandbox("customwebshop", "shop")
         chargebee = bench.sandbox("chargebee", "cb")
