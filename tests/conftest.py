@@ -8,10 +8,17 @@ import uuid
 
 import psycopg
 import pytest
+from hypothesis import settings
 
 from sync_sandbox.process import RunningSandbox, start_sandbox
 from tests import direct_run, harness
 from tests.harness import CHARGEBEE_KEY, GENERATE, SMALL, WEBSHOP_KEY, Sync, TwoWaySync
+
+#: `make test` draws the same hypothesis examples every run, so that its verdict is repeatable;
+#: `HYPOTHESIS_PROFILE=explore` draws new ones on each run, to look for failures.
+settings.register_profile("repeatable", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -46,7 +46,9 @@ names = st.text(
     min_size=1,
     max_size=40,
 )
-emails = st.emails().map(str.lower)
+#: E-mails Chargebee accepts (it refuses more than 70 characters), so that only the field a
+#: test makes wrong is refused.
+emails = st.emails().map(str.lower).filter(lambda email: len(email) <= 70)
 
 
 @pytest.fixture(scope="module")
