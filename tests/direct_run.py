@@ -1,4 +1,5 @@
-"""`meltano run` for this project's pairs without Meltano: the real plugin executables, piped
+"""`meltano run` for this project's pairs without Meltano: the real plugins (their executables'
+entry points, forked from a process that imported them: tests/plugin_forks.py), piped
 tap | target, with the config and catalog Meltano would give them and the state it would keep.
 
 Meltano's own start-up, discovery and bookkeeping cost about 7 s of every run; a test that is
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests import plugin_forks
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -241,14 +244,9 @@ def run_pair(
         tap_args = ["--config", f"{tmp}/tap.json", "--catalog", f"{tmp}/catalog.json"]
         if "state.json" in files:
             tap_args += ["--state", f"{tmp}/state.json"]
-        producer = subprocess.Popen(
-            [str(BIN / tap), *tap_args], cwd=REPO, env=plugin_env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        consumer = subprocess.Popen(
-            [str(BIN / target), "--config", f"{tmp}/target.json"], cwd=REPO, env=plugin_env,
-            stdin=producer.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        producer = plugin_forks.start(tap, tap_args, REPO, plugin_env)
+        target_args = ["--config", f"{tmp}/target.json"]
+        consumer = plugin_forks.start(target, target_args, REPO, plugin_env, producer.stdout)
         assert producer.stdout and consumer.stdout
         producer.stdout.close()  # the target's end now; the tap gets EPIPE if it stops
         readers = [
@@ -307,7 +305,7 @@ def collect(stream, log: list[str]) -> None:
         log.append(line)  # list.append is atomic: both plugins' lines, in arrival order
 
 
-def kill(*processes: subprocess.Popen) -> None:
+def kill(*processes: plugin_forks.Plugin) -> None:
     for process in processes:
         if process.poll() is None:
             process.kill()

@@ -4,7 +4,10 @@ before children, business entities, idempotency and rate limits."""
 
 from __future__ import annotations
 
+import base64
 import itertools
+import socket
+import time
 import uuid
 
 import chargebee
@@ -389,6 +392,40 @@ def test_idempotency_key_replays_instead_of_writing_twice(cb, emulator):
     with pytest.raises(chargebee.InvalidRequestError) as reused:
         cb.Customer.create({"email": "other@example.com"}, headers=key)
     assert reused.value.http_status_code == 409
+
+
+def test_a_write_whose_body_did_not_arrive_whole_is_not_acted_on(cb, emulator):
+    """A client killed while sending leaves part of the body: the emulator, as an HTTP server
+    does, neither writes nor keeps an answer for the idempotency key, so the whole request
+    sent again with that key (the rerun of a killed sync) writes."""
+    customer, key = unique("cust"), unique("idem")
+    body = f"id={customer}&email={customer}@example.com&company=Whole"
+    host, port = emulator.url.removeprefix("http://").split(":")
+    head = (
+        f"POST /api/v2/customers HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: Basic {base64.b64encode(f'{KEY}:'.encode()).decode()}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"chargebee-idempotency-key: {key}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+
+    def answered() -> int:
+        return sum(emulator.stats()["operations"].get("create_customer", {}).values())
+
+    before = answered()
+    with socket.create_connection((host, int(port)), timeout=10) as killed:
+        killed.sendall((head + body[:12]).encode())  # the id, cut: then the client is gone
+    deadline = time.monotonic() + 10
+    while answered() == before:  # the emulator has seen the request end
+        assert time.monotonic() < deadline, "the emulator did not answer the partial request"
+        time.sleep(0.05)
+    with pytest.raises(chargebee.InvalidRequestError):
+        cb.Customer.retrieve(body[3:12])  # nothing made of the part that came
+    again = raw_post(emulator, "/customers", data=body, headers={
+        "chargebee-idempotency-key": key, "Content-Type": "application/x-www-form-urlencoded",
+    })  # fmt: skip
+    assert again.status_code == 200, again.text
+    assert "chargebee-idempotency-replayed" not in again.headers
+    assert cb.Customer.retrieve(customer).customer.company == "Whole"
 
 
 def test_rate_limit_answers_429_with_retry_after(tmp_path):

@@ -7,12 +7,15 @@ else."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import pytest
 
-from tests import direct_run
+from tests import direct_run, plugin_forks
 from tests.fault_ledger import FAST_RETRIES
 from tests.harness import TwoWaySync
 
@@ -74,3 +77,48 @@ def test_a_setting_the_environment_sets_is_read_by_its_kind():
     # laid over meltano.yml's maps, as Meltano does: the rest of them stay
     assert (maps["products"], maps["customers"]["email"]) == ("__NULL__", "email")
     assert "undeclared" not in config
+
+
+# ---------------------------------------------------------------- the forked plugins
+
+
+def started(plugin: str, args: list[str], forked: bool, **kwargs) -> plugin_forks.Plugin:
+    plugin_forks.ENABLED, before = forked, plugin_forks.ENABLED
+    try:
+        return plugin_forks.start(plugin, args, direct_run.REPO, dict(os.environ), **kwargs)
+    finally:
+        plugin_forks.ENABLED = before
+
+
+@pytest.mark.parametrize("plugin", PLUGINS)
+def test_a_forked_plugin_answers_as_its_executable_does(plugin, tmp_path):
+    """Same output, log lines (but their times) and exit status: its `--about`, and a config
+    that fails validation."""
+    config = tmp_path / "config.json"
+    config.write_text("{}")
+    for args in (["--about", "--format=json"], ["--config", str(config)]):
+        forked, executable = (started(plugin, args, forked) for forked in (True, False))
+        assert isinstance(forked, plugin_forks.ForkedPlugin)
+        assert forked.stdout.read() == executable.stdout.read(), args  # type: ignore[union-attr]
+        logs = [
+            [line.split(" | ", 1)[-1] for line in process.stderr]  # type: ignore[union-attr]
+            for process in (forked, executable)
+        ]
+        assert logs[0] == logs[1], args
+        assert forked.wait(timeout=60) == executable.wait(timeout=60), args
+
+
+def test_a_forked_plugin_waits_on_its_input_and_is_killed_as_a_process_is(tmp_path):
+    """A target with its input held open runs until killed; then its status is SIGKILL's,
+    as `Popen.returncode` gives it."""
+    config = tmp_path / "target.json"
+    settings = {"api_key": "unused", "chargebee_api_key": "unused"}  # nothing is called
+    config.write_text(json.dumps(direct_run.plugin_config("target-customwebshop", {}) | settings))
+    read_end, write_end = os.pipe()
+    with open(read_end) as given, open(write_end, "w"):
+        target = started("target-customwebshop", ["--config", str(config)], True, stdin=given)
+        with pytest.raises(subprocess.TimeoutExpired):
+            target.wait(timeout=3)  # started, and waiting for a line
+        assert target.poll() is None
+        target.kill()
+        assert target.wait(timeout=60) == -signal.SIGKILL

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, fields
 
 from cheroot import wsgi
 from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import ClientDisconnected
 
 CONTROL_PREFIX = "/_sandbox/"
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -149,6 +150,9 @@ class Sandbox:
         if request.path.startswith(CONTROL_PREFIX):
             return None
         g.counted_in_flight = False
+        if not _whole_body_arrived():
+            _drop_connection()  # the client is gone: nobody reads an answer
+            return Response(status=400)
         if not self.authenticate():
             return self.render(Refusal(401, "unauthorized", "missing or invalid API key"))
         if self._draw(self.knobs.reset_rate):
@@ -258,6 +262,20 @@ class Sandbox:
             if "seed" in (request.get_json(silent=True) or {}):
                 self._random.seed(self.knobs.seed)
         return jsonify(asdict(self.knobs))
+
+
+def _whole_body_arrived() -> bool:
+    """Whether the request's body came whole: a client killed while sending leaves a part,
+    which an HTTP server does not act on (werkzeug would parse the part as the form, and a
+    write with the rest missing would be answered, and kept for its idempotency key). The
+    body stays cached for the form."""
+    expected = request.content_length
+    if not expected:
+        return True
+    try:
+        return len(request.get_data(cache=True)) >= expected
+    except ClientDisconnected:
+        return False
 
 
 def _drop_connection() -> None:

@@ -37,7 +37,7 @@ T = TypeVar("T")
 
 #: Parents kept in memory, the most recently used: an older one is found again in the link
 #: store (one indexed read), so memory stays flat however many records a run brings.
-KNOWN_PARENTS = int(os.environ.get("SYNC_KNOWN_PARENTS") or 20_000)
+KNOWN_PARENTS = 20_000
 
 
 class Scheduler:
@@ -56,6 +56,8 @@ class Scheduler:
         self.report = report
         # parents that exist in Chargebee (or will, in a plan), recently used last
         self.known: OrderedDict[Ref, str] = OrderedDict()
+        # read per run, not at import: tests lower it to reach the link store
+        self.known_parents = int(os.environ.get("SYNC_KNOWN_PARENTS") or KNOWN_PARENTS)
         self.found: dict[Ref, str] = {}  # parents only Chargebee has (no link): never evicted
         self.absent: set[Ref] = set()  # parents looked up this run and not found
         self.rejected_refs: dict[Ref, str] = {}  # parents refused this run, with the reason
@@ -332,7 +334,7 @@ class Scheduler:
     def _know(self, ref: Ref, chargebee_id: str) -> None:
         self.known[ref] = chargebee_id
         self.known.move_to_end(ref)
-        if len(self.known) > KNOWN_PARENTS:  # found again in the link store (a plan's too)
+        if len(self.known) > self.known_parents:  # found again in the link store (a plan's too)
             self.known.popitem(last=False)
 
     def _exists(self, ref: Ref, chargebee_id: str) -> None:
