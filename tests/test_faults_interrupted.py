@@ -1,5 +1,6 @@
 """Runs of `meltano run sync` that are interrupted: a target killed at a random point, the
-link store deleted between runs, Chargebee restarted mid-run. As in tests/test_faults.py the
+link store deleted between runs, Chargebee restarted mid-run (the runs that are cut, by
+Meltano itself). As in tests/test_faults.py the
 run is repeated without the fault and both servers are counted (tests/fault_ledger.py)."""
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from sync_common.links import LinkStore
 from tests.fault_ledger import Tally, World, prepared, settle, status
 from tests.harness import cb_client, webshop_patch
 
-#: `meltano run` itself: a run killed or cut mid-way, and what Meltano's state makes of it.
-pytestmark = pytest.mark.meltano
+#: `meltano run` itself, for a run killed or cut mid-way: what Meltano's state makes of it.
+BY_MELTANO = pytest.mark.meltano
 
 
 @contextlib.contextmanager
@@ -45,6 +46,7 @@ def wait_for(condition: Callable[[], bool], process, what: str, seconds: float =
 KILLS = [(1, "target-chargebee"), (5, "target-customwebshop"), (6, "target-chargebee")]
 
 
+@BY_MELTANO
 @pytest.mark.parametrize(("seed", "target"), KILLS)
 def test_target_killed_at_a_random_point(world, fault_rows, seed, target):
     rng = random.Random(seed)
@@ -97,6 +99,7 @@ def test_link_store_deleted_between_runs(world, fault_rows):
     assert not letters, [(d.stream, d.record_key, d.reason) for d in letters]
 
 
+@BY_MELTANO
 def test_chargebee_restarted_mid_run(world, fault_rows):
     changes = prepared(world)
     world.chargebee.set_knobs(latency_ms=80)
