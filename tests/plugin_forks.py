@@ -5,8 +5,11 @@ A plugin spends about 0.9 s of CPU importing singer-sdk, SQLAlchemy and its own 
 reads a line, and the direct runner starts four per two-way sync: that start-up was over half of
 `make test`'s CPU. A forked child runs the plugin's console-script entry point with the run's
 arguments, environment, working directory and standard streams; only the imports are shared
-(what a plugin reads from the environment it reads at run time, not at import: pinned by
-tests/test_direct_run.py). `SYNC_TEST_FORK=0` starts the executables instead.
+(so a plugin must read the environment at run time, not at import, as the SDK does; the
+one setting that did, SYNC_KNOWN_PARENTS, is held to it by
+tests/test_target_chargebee_decisions.py). tests/test_direct_run.py holds a forked plugin's
+output, logs and exit status equal to its executable's. `SYNC_TEST_FORK=0` starts the
+executables instead.
 
 The fork server (`python -m tests.plugin_forks`) takes one request per connection: a JSON line
 (plugin, argv, env, cwd) with the child's stdin, stdout and stderr as passed descriptors. It
@@ -123,11 +126,13 @@ def start(
     cwd: Path,
     env: Mapping[str, str],
     stdin: IO[Any] | None = None,
+    *,
+    fork: bool = ENABLED,
 ) -> Plugin:
     """`Popen([<bin>/plugin, *args], stdin=stdin, stdout=PIPE, stderr=PIPE, text=True)`, by
-    the fork server unless SYNC_TEST_FORK=0."""
+    the fork server unless `fork` is false (SYNC_TEST_FORK=0)."""
     executable = str(Path(sys.executable).parent / plugin)
-    if not ENABLED:
+    if not fork:
         return subprocess.Popen(
             [executable, *args], cwd=cwd, env=dict(env), stdin=stdin,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -163,7 +168,7 @@ def serve(path: str) -> dict:
     while True:
         for key, _ in events.select(timeout=0.02):
             if key.fileobj is sys.stdin:
-                return_when_stdin_closes(children)
+                leave_if_stdin_closed(children)
             connection, _ = listener.accept()
             message, descriptors, _, _ = socket.recv_fds(connection, 1 << 20, 3)
             while not message.endswith(b"\n"):  # a large environment may come in parts
@@ -198,7 +203,8 @@ def reap(children: dict[int, socket.socket]) -> None:
         connection.close()
 
 
-def return_when_stdin_closes(children: dict[int, socket.socket]) -> None:
+def leave_if_stdin_closed(children: dict[int, socket.socket]) -> None:
+    """The test process closed the server's stdin (it is gone): kill the children, exit."""
     if sys.stdin.readline():
         return
     for pid in children:

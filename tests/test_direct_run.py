@@ -82,12 +82,8 @@ def test_a_setting_the_environment_sets_is_read_by_its_kind():
 # ---------------------------------------------------------------- the forked plugins
 
 
-def started(plugin: str, args: list[str], forked: bool, **kwargs) -> plugin_forks.Plugin:
-    plugin_forks.ENABLED, before = forked, plugin_forks.ENABLED
-    try:
-        return plugin_forks.start(plugin, args, direct_run.REPO, dict(os.environ), **kwargs)
-    finally:
-        plugin_forks.ENABLED = before
+def started(plugin: str, args: list[str], fork: bool, **kwargs) -> plugin_forks.Plugin:
+    return plugin_forks.start(plugin, args, direct_run.REPO, os.environ, fork=fork, **kwargs)
 
 
 @pytest.mark.parametrize("plugin", PLUGINS)
@@ -97,7 +93,7 @@ def test_a_forked_plugin_answers_as_its_executable_does(plugin, tmp_path):
     config = tmp_path / "config.json"
     config.write_text("{}")
     for args in (["--about", "--format=json"], ["--config", str(config)]):
-        forked, executable = (started(plugin, args, forked) for forked in (True, False))
+        forked, executable = (started(plugin, args, fork) for fork in (True, False))
         assert isinstance(forked, plugin_forks.ForkedPlugin)
         assert forked.stdout.read() == executable.stdout.read(), args  # type: ignore[union-attr]
         logs = [

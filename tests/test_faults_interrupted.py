@@ -1,7 +1,7 @@
-"""Runs of `meltano run sync` that are interrupted: a target killed at a random point, the
-link store deleted between runs, Chargebee restarted mid-run (the runs that are cut, by
-Meltano itself). As in tests/test_faults.py the
-run is repeated without the fault and both servers are counted (tests/fault_ledger.py)."""
+"""Runs of `sync` that are interrupted: a target killed at a random point and Chargebee
+restarted mid-run (both under `meltano run` itself), the link store deleted between runs. As
+in tests/test_faults.py the run is repeated without the fault and both servers are counted
+(tests/fault_ledger.py)."""
 
 from __future__ import annotations
 

@@ -20,11 +20,13 @@ from sync_common.guard import DeleteGuard
 from sync_common.links import LinkStore
 from sync_common.merge import SOURCE_RECORD
 from sync_common.planning import PlanningLinks
+from sync_common.report import RunReport
 from sync_sandbox.process import start_sandbox
 from target_chargebee.gateway import Gateway, PlanningGateway
 from target_chargebee.jobs import Attempt, Job
 from target_chargebee.params import composite_hash, to_params, to_remote
 from target_chargebee.resources import RULES, FirstContact
+from target_chargebee.scheduler import KNOWN_PARENTS, Scheduler
 from target_chargebee.upsert import Decisions
 from tests.harness import CHARGEBEE_KEY
 
@@ -357,3 +359,21 @@ def test_one_chargebee_record_is_claimed_by_one_webshop_record_however_decisions
 
     assert len(set(owners)) == 1 and owners[0] in claimants
     assert first_contact.claimed[("customers", "cb_1")] == owners[0]
+
+
+def test_the_parent_cache_cap_is_read_when_a_run_starts(store, monkeypatch):
+    """SYNC_KNOWN_PARENTS is read by each run's scheduler, not at import: the tests' plugins
+    are forked from one process that imported them (tests/plugin_forks.py)."""
+    gateway = Gateway(nowhere())
+
+    def cap() -> int:
+        scheduler = Scheduler(
+            decisions=decisions_on(store, gateway), gateway=gateway, links=store,
+            report=RunReport("test-decisions"), max_concurrency=1,
+        )  # fmt: skip
+        scheduler.close()
+        return scheduler.known_parents
+
+    assert cap() == KNOWN_PARENTS
+    monkeypatch.setenv("SYNC_KNOWN_PARENTS", "1")
+    assert cap() == 1
