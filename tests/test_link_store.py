@@ -6,8 +6,10 @@ from __future__ import annotations
 import concurrent.futures
 import datetime
 import decimal
+import fcntl
 import multiprocessing
 import threading
+import time
 
 import pytest
 import sqlalchemy
@@ -18,6 +20,7 @@ from sync_common.links import (
     LinkStore,
     LinkStoreBoundElsewhere,
     LinkStoreUnavailable,
+    NoLinkStore,
     content_hash,
     default_link_store_url,
 )
@@ -195,11 +198,37 @@ def _open(url: str, systems: LinkedSystems) -> str:
     return "ok"
 
 
+def _look(url: str) -> str:
+    """A tap's look at the store: there or not yet, never "cannot open"."""
+    try:
+        LinkStore(url, look_only=True).close()
+    except NoLinkStore:
+        return "not yet"
+    except LinkStoreUnavailable as exc:
+        return str(exc)
+    return "ok"
+
+
 def test_several_processes_may_open_a_new_store_at_once(store_url):
+    """Runs making the store and taps looking at it, at once (as `meltano run` starts them)."""
     systems = LinkedSystems.of("http://shop/api", "http://cb/api")
     with concurrent.futures.ProcessPoolExecutor(
         6, mp_context=multiprocessing.get_context("spawn")
     ) as pool:
-        results = list(pool.map(_open, [store_url] * 6, [systems] * 6))
-    assert results == ["ok"] * 6
+        opened = [pool.submit(_open, store_url, systems) for _ in range(3)]
+        looks = [pool.submit(_look, store_url) for _ in range(3)]
+        assert [o.result() for o in opened] == ["ok"] * 3
+        assert {look.result() for look in looks} <= {"ok", "not yet"}
     assert LinkStore(store_url, systems=systems).systems == systems
+
+
+def test_a_look_at_a_sqlite_store_waits_while_a_run_makes_or_upgrades_it(tmp_path):
+    path = tmp_path / "links.db"
+    LinkStore(f"sqlite:///{path}", systems=LinkedSystems.of("http://s/api", "http://c/api"))
+    with open(f"{path}.lock", "a") as lock, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as _migrate holds it
+        look = pool.submit(_look, f"sqlite:///{path}")
+        time.sleep(0.3)
+        assert not look.done(), "the look did not wait for the schema"
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        assert look.result(timeout=30) == "ok"

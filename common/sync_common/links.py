@@ -18,6 +18,7 @@ import os
 import threading
 import typing as t
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -384,10 +385,11 @@ class LinkStore:
             not database or database == ":memory:" or not Path(database).is_file()
         ):
             raise NoLinkStore(f"there is no link store at {self.location}")  # nor makes one
-        if not sa.inspect(self._engine).has_table("alembic_version"):
-            raise NoLinkStore(f"there is no link store at {self.location}")
-        with self._engine.connect() as db:
-            version = db.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+        with _schema_lock(url, shared=True):
+            if not sa.inspect(self._engine).has_table("alembic_version"):
+                raise NoLinkStore(f"there is no link store at {self.location}")
+            with self._engine.connect() as db:
+                version = db.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
         if version != _schema_head():
             raise NoLinkStore(
                 f"the link store {self.location} is at schema {version}: the next run of a "
@@ -711,25 +713,35 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK = 0x5C_11_4B_00
 
 
+@contextlib.contextmanager
+def _schema_lock(url: sa.URL, *, shared: bool) -> Iterator[None]:
+    """For a SQLite file, the lock file beside it: a run making or upgrading the store holds
+    it alone; a look holds it shared, so that it never meets a half-made store (`meltano run`
+    starts a tap and its target at once, and the new file's switch to WAL or the migration's
+    write lock answered the tap's look with "database is locked")."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        yield
+        return
+    with open(f"{url.database}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+
+
 def _migrate(engine: sa.Engine, url: sa.URL) -> None:
     """Create the store, or upgrade one made by an earlier version, in place. Several
     processes may open a new store at once: PostgreSQL serialises them with an advisory
     lock, SQLite with a lock file beside the database; the later ones find it current."""
     config = alembic.config.Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with contextlib.ExitStack() as stack:
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            lock = stack.enter_context(open(f"{url.database}.lock", "a"))  # noqa: SIM115
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        with engine.begin() as connection:
-            if url.get_backend_name() == "postgresql":
-                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
-                                   {"key": _MIGRATION_LOCK})  # fmt: skip
-            config.attributes["connection"] = connection
-            tables = set(sa.inspect(connection).get_table_names())
-            if "links" in tables and "alembic_version" not in tables:
-                alembic.command.stamp(config, "0001")  # made before migrations were kept
-            alembic.command.upgrade(config, "head")
+    with _schema_lock(url, shared=False), engine.begin() as connection:
+        if url.get_backend_name() == "postgresql":
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                               {"key": _MIGRATION_LOCK})  # fmt: skip
+        config.attributes["connection"] = connection
+        tables = set(sa.inspect(connection).get_table_names())
+        if "links" in tables and "alembic_version" not in tables:
+            alembic.command.stamp(config, "0001")  # made before migrations were kept
+        alembic.command.upgrade(config, "head")
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
