@@ -26,9 +26,11 @@ demo: install
 stop: install
 	$(BIN)/python -m sync_sandbox.demo stop
 
-# Two workers (the machine's two cores); a file's tests stay together (module fixtures).
+# Three workers on the machine's two cores: the tests that wait (latency, Retry-After, hangs)
+# leave a core free; an idle worker takes tests queued for a busy one (a module's fixtures
+# are set up once per worker that runs its tests).
 test: install lint
-	$(BIN)/pytest -q -n 2 --dist loadfile --durations=15
+	$(BIN)/pytest -q -n 3 --dist worksteal --durations=15
 
 # Benchmarks print figures; they are not pass/fail tests.
 bench: install

@@ -10,9 +10,10 @@ import psycopg
 import pytest
 from hypothesis import settings
 
-from sync_sandbox.process import RunningSandbox, start_sandbox
+from sync_sandbox.process import RunningSandbox
 from tests import direct_run, harness
 from tests.harness import CHARGEBEE_KEY, GENERATE, SMALL, WEBSHOP_KEY, Sync, TwoWaySync
+from tests.plugin_forks import start_sandbox
 
 #: `make test` draws the same hypothesis examples every run, so that its verdict is repeatable;
 #: `HYPOTHESIS_PROFILE=explore` draws new ones on each run, to look for failures.

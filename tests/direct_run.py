@@ -311,15 +311,38 @@ def kill(*processes: plugin_forks.Plugin) -> None:
             process.kill()
 
 
-def tap_output(tap: str, env: Mapping[str, str]) -> str:
-    """`meltano invoke <tap>` done directly: the tap's Singer messages (no state: `invoke`
-    runs outside a job)."""
+def invoke(
+    plugin: str, env: Mapping[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """`meltano invoke <plugin>` done directly, with nothing on its input: the plugin with the
+    config Meltano would write (a tap also its catalog; no state: `invoke` runs outside a
+    job); the result is returned, not checked."""
     with tempfile.TemporaryDirectory(prefix="direct-invoke-") as tmp:
-        (Path(tmp) / "tap.json").write_text(json.dumps(plugin_config(tap, env)))
-        (Path(tmp) / "catalog.json").write_text(json.dumps(catalog(tap)))
-        done = subprocess.run(
-            [str(BIN / tap), "--config", f"{tmp}/tap.json", "--catalog", f"{tmp}/catalog.json"],
-            cwd=REPO, env={**env, "MELTANO_PROJECT_ROOT": str(REPO)},
-            capture_output=True, text=True, timeout=120, check=True,
-        )  # fmt: skip
+        (Path(tmp) / "config.json").write_text(json.dumps(plugin_config(plugin, env)))
+        args = ["--config", f"{tmp}/config.json"]
+        if is_extractor(plugin):
+            (Path(tmp) / "catalog.json").write_text(json.dumps(catalog(plugin)))
+            args += ["--catalog", f"{tmp}/catalog.json"]
+        process = plugin_forks.start(plugin, args, REPO, {**env, "MELTANO_PROJECT_ROOT": str(REPO)})
+        errors: list[str] = []
+        reader = threading.Thread(target=collect, args=(process.stderr, errors), daemon=True)
+        reader.start()
+        watchdog = threading.Timer(timeout, kill, args=(process,))
+        watchdog.start()
+        try:
+            assert process.stdout is not None
+            output = process.stdout.read()
+            process.wait()
+            reader.join()
+        finally:
+            watchdog.cancel()
+            kill(process)
+    return subprocess.CompletedProcess([plugin], process.returncode, output, "".join(errors))
+
+
+def tap_output(tap: str, env: Mapping[str, str]) -> str:
+    """`meltano invoke <tap>` done directly: the tap's Singer messages."""
+    done = invoke(tap, env)
+    if done.returncode:
+        raise subprocess.CalledProcessError(done.returncode, [tap], done.stdout, done.stderr)
     return done.stdout

@@ -27,10 +27,11 @@ import yaml
 from singer_sdk.mapper import PluginMapper
 
 from sync_common.links import LinkedSystems
-from sync_sandbox.process import RunningSandbox, start_sandbox
+from sync_sandbox.process import RunningSandbox
 from target_chargebee.params import CONTROL_FIELDS, remote_value, to_params, wire_value
 from tests import direct_run
 from tests.direct_run import BIN, REPO, isolated_meltano_env
+from tests.plugin_forks import start_sandbox
 
 WEBSHOP_KEY = "test_webshop_key_0123456789"
 CHARGEBEE_KEY = "test_cb_key_0123456789"
@@ -258,14 +259,9 @@ def cb_all(client: chargebee.Chargebee, resource: str, **filters: Any) -> list[d
 
 def webshop_records(sync: Sync) -> dict[str, list[dict]]:
     """What the tap reads from the webshop now (RECORD messages by stream), and schemas:
-    `meltano invoke tap-customwebshop`, by the Sync's runner."""
-    if sync.meltano:
-        output = subprocess.run(
-            [str(BIN / "meltano"), "invoke", "tap-customwebshop"],
-            cwd=REPO, env=sync.env, capture_output=True, text=True, timeout=120, check=True,
-        ).stdout  # fmt: skip
-    else:
-        output = direct_run.tap_output("tap-customwebshop", sync.env)
+    `meltano invoke tap-customwebshop` by the direct runner, for every test (a judge, not
+    what a test checks; its config is held equal to Meltano's by tests/test_direct_run.py)."""
+    output = direct_run.tap_output("tap-customwebshop", sync.env)
     records: dict[str, list[dict]] = {"__schemas__": {}}  # type: ignore[dict-item]
     for line in output.splitlines():
         message = json.loads(line)

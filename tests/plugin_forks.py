@@ -1,5 +1,5 @@
-"""The plugins' executables for the direct runner, started by forking a process that has
-imported them once.
+"""The project's executables for the tests (the plugins for the direct runner, the sandbox
+servers), started by forking a process that has imported them once.
 
 A plugin spends about 0.9 s of CPU importing singer-sdk, SQLAlchemy and its own code before it
 reads a line, and the direct runner starts four per two-way sync: that start-up was over half of
@@ -8,7 +8,8 @@ arguments, environment, working directory and standard streams; only the imports
 (so a plugin must read the environment at run time, not at import, as the SDK does; the
 one setting that did, SYNC_KNOWN_PARENTS, is held to it by
 tests/test_target_chargebee_decisions.py). tests/test_direct_run.py holds a forked plugin's
-output, logs and exit status equal to its executable's. `SYNC_TEST_FORK=0` starts the
+output, logs and exit status equal to its executable's. A sandbox's start costs about 0.4 s of
+CPU (Flask, Faker, jsonschema), and the tests start some 170. `SYNC_TEST_FORK=0` starts the
 executables instead.
 
 The fork server (`python -m tests.plugin_forks`) takes one request per connection: a JSON line
@@ -39,7 +40,11 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import IO, Any
 
+from sync_sandbox import process
+from sync_sandbox.process import COMMANDS, RunningSandbox
+
 PLUGINS = ("tap-customwebshop", "target-chargebee", "tap-chargebee", "target-customwebshop")
+SANDBOXES = tuple(COMMANDS.values())
 ENABLED = os.environ.get("SYNC_TEST_FORK", "1") != "0"
 
 
@@ -47,7 +52,7 @@ class ForkedPlugin:
     """The parts of `subprocess.Popen` the direct runner uses, for a plugin the fork server
     started: its pid, its stdout and stderr (text), poll, wait and kill."""
 
-    def __init__(self, connection: socket.socket, stdout: IO[str], stderr: IO[str]):
+    def __init__(self, connection: socket.socket, stdout: IO[str], stderr: IO[str] | None):
         self.connection = connection
         self.received = b""
         self.pid: int = self.answer(None)["pid"]
@@ -85,9 +90,15 @@ class ForkedPlugin:
         return self.returncode
 
     def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def send_signal(self, number: int) -> None:
         if self.returncode is None:
             with contextlib.suppress(ProcessLookupError):  # ended, not reaped yet
-                os.kill(self.pid, signal.SIGKILL)
+                os.kill(self.pid, number)
 
 
 STARTING = threading.Lock()
@@ -128,17 +139,19 @@ def start(
     stdin: IO[Any] | None = None,
     *,
     fork: bool = ENABLED,
+    stderr: int | None = None,
 ) -> Plugin:
     """`Popen([<bin>/plugin, *args], stdin=stdin, stdout=PIPE, stderr=PIPE, text=True)`, by
-    the fork server unless `fork` is false (SYNC_TEST_FORK=0)."""
+    the fork server unless `fork` is false (SYNC_TEST_FORK=0). `stderr`: a descriptor the
+    child writes its stderr to instead of a pipe."""
     executable = str(Path(sys.executable).parent / plugin)
     if not fork:
         return subprocess.Popen(
-            [executable, *args], cwd=cwd, env=dict(env), stdin=stdin,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [executable, *args], cwd=cwd, env=dict(env), stdin=stdin, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE if stderr is None else stderr, text=True,
         )  # fmt: skip
     out_read, out_write = os.pipe()
-    err_read, err_write = os.pipe()
+    err_read, err_write = os.pipe() if stderr is None else (None, os.dup(stderr))
     null = os.open(os.devnull, os.O_RDONLY)
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -149,7 +162,25 @@ def start(
     finally:
         for descriptor in (out_write, err_write, null):
             os.close(descriptor)  # the child holds its own copies
-    return ForkedPlugin(connection, open(out_read), open(err_read))  # noqa: SIM115
+    errors = None if err_read is None else open(err_read)  # noqa: SIM115
+    return ForkedPlugin(connection, open(out_read), errors)  # noqa: SIM115
+
+
+def start_sandbox(kind: str, db: str, api_key: str, *extra: str, **options: Any) -> RunningSandbox:
+    """sync_sandbox.process.start_sandbox, the server forked (its stderr the test's)."""
+    return process.start_sandbox(kind, db, api_key, *extra, popen=sandbox_popen, **options)
+
+
+def sandbox_popen(
+    argv: list[str], *, stdout: int, stderr: IO[Any] | None, **options: Any
+) -> Plugin:
+    """`subprocess.Popen` as start_sandbox calls it; a sandbox kept past the test (its own
+    session, a log file) is not forked."""
+    if options.get("start_new_session") or not ENABLED:
+        return subprocess.Popen(argv, stdout=stdout, stderr=stderr, **options)
+    assert stdout == subprocess.PIPE and options.get("text"), "a sandbox's READY line is read"
+    descriptor = stderr.fileno() if stderr else 2
+    return start(Path(argv[0]).name, argv[1:], Path.cwd(), os.environ, stderr=descriptor)
 
 
 # ---------------------------------------------------------------------------- the server
@@ -214,7 +245,8 @@ def leave_if_stdin_closed(children: dict[int, socket.socket]) -> None:
 
 
 def main() -> None:
-    commands = {e.name: e for e in entry_points(group="console_scripts") if e.name in PLUGINS}
+    forked = PLUGINS + SANDBOXES
+    commands = {e.name: e for e in entry_points(group="console_scripts") if e.name in forked}
     for command in commands.values():
         importlib.import_module(command.module)  # the imports, done once
     gc.freeze()  # the children's collections leave the shared pages unwritten

@@ -14,7 +14,8 @@ import chargebee
 import pytest
 import requests
 
-from sync_sandbox.process import RunningSandbox, start_sandbox
+from sync_sandbox.process import RunningSandbox
+from tests.plugin_forks import start_sandbox
 
 KEY = "test_emulator_key_0123456789"
 ENTITY_HEADER = "chargebee-business-entity-id"

@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 import requests
 
-from sync_sandbox.process import RunningSandbox, start_sandbox
+from sync_sandbox.process import RunningSandbox
 from tests.harness import CHARGEBEE_KEY, WEBSHOP_KEY, TwoWaySync
+from tests.plugin_forks import start_sandbox
 
 #: target-chargebee's max_concurrency in the harness (TARGET_CHARGEBEE_MAX_CONCURRENCY), also
 #: tap-chargebee's fixed concurrency (its Throttle).

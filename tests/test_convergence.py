@@ -20,9 +20,9 @@ import os
 
 import pytest
 
-from sync_sandbox.process import start_sandbox
 from tests.convergence import Convergence, extra_seeds
 from tests.harness import WEBSHOP_KEY, TwoWaySync
+from tests.plugin_forks import start_sandbox
 
 SEEDS = [1, *extra_seeds(os.environ.get("SYNC_CONVERGENCE_SEEDS"))]
 ROUNDS = int(os.environ.get("SYNC_CONVERGENCE_ROUNDS") or 5)

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from sync_sandbox.process import RunningSandbox, start_sandbox
+from sync_sandbox.process import RunningSandbox
 from tests.harness import WEBSHOP_KEY
+from tests.plugin_forks import start_sandbox
 
 HEADERS = {"X-API-Key": WEBSHOP_KEY}
 COMMAND = str(Path(sys.executable).parent / "customwebshop-sandbox")

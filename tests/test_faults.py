@@ -13,10 +13,10 @@ from tests.fault_ledger import Tally, injected, prepared, settle, status
 
 #: Transport faults, set on both servers at once: every plugin meets them.
 TRANSPORT = {
-    "429 storm with Retry-After": dict(rate_limited_rate=0.3),
-    "429 storm without Retry-After": dict(rate_limited_rate=0.3, retry_after=False),
+    "429 storm with Retry-After": dict(rate_limited_rate=0.15),
+    "429 storm without Retry-After": dict(rate_limited_rate=0.15, retry_after=False),
     "5xx burst": dict(error_rate=0.25),
-    "read timeout (hang, then drop)": dict(timeout_rate=0.15, hang_seconds=3),
+    "read timeout (hang, then drop)": dict(timeout_rate=0.15, hang_seconds=2),
     "connection reset": dict(reset_rate=0.2),
     "write committed, answer lost": dict(drop_response_rate=0.4),
 }

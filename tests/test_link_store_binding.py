@@ -4,8 +4,8 @@ and a store of another pair given explicitly stops the run before it writes."""
 
 from __future__ import annotations
 
-from sync_sandbox.process import start_sandbox
 from tests.harness import CHARGEBEE_KEY, Sync, assert_mirrors, expected_chargebee
+from tests.plugin_forks import start_sandbox
 
 
 def test_an_environment_pointed_at_another_site_gets_every_record_there(tmp_path, shop, chargebee):

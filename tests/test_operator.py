@@ -17,12 +17,12 @@ import yaml
 from sync_common.report import OUTCOMES
 from sync_docs import hub
 from sync_docs.dataflow import chargebee_type, documents, fields_used
-from sync_sandbox.process import start_sandbox
 from tap_chargebee.tap import TapChargebee
 from tap_customwebshop.tap import TapCustomwebshop
 from target_chargebee.params import remote_value, wire_value
 from target_chargebee.target import TargetChargebee
 from target_customwebshop.target import TargetCustomwebshop
+from tests import direct_run
 from tests.harness import (
     BIN,
     CHARGEBEE_KEY,
@@ -35,6 +35,7 @@ from tests.harness import (
     webshop_get,
     webshop_patch,
 )
+from tests.plugin_forks import start_sandbox
 
 #: The emulator's operation that creates a record of each stream.
 CREATES = {
@@ -299,17 +300,15 @@ def test_every_setting_has_type_description_and_default_alike_in_code_and_meltan
         ("target-customwebshop", {"chargebee_api_url": "", "chargebee_site": ""}, "chargebee_site"),
     ],
 )
-@pytest.mark.meltano  # as Meltano hands the plugin its settings
 def test_a_wrong_or_missing_setting_fails_at_start_naming_it(
     tmp_path, shop, chargebee, plugin, settings, named
 ):
+    """`meltano invoke <plugin>` with the setting as Meltano hands it (the direct runner's
+    config, held equal to Meltano's by tests/test_direct_run.py)."""
     sync = TwoWaySync(tmp_path, shop, chargebee)
     prefix = plugin.upper().replace("-", "_")
     env = {**sync.env, **{f"{prefix}_{k.upper()}": v for k, v in settings.items()}}
-    result = subprocess.run(
-        [str(BIN / "meltano"), "invoke", plugin],
-        cwd=REPO, env=env, input="", capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    result = direct_run.invoke(plugin, env)
     assert result.returncode != 0
     assert named in result.stderr
     assert "wrong-key-4711" not in result.stderr

@@ -61,13 +61,13 @@ def assert_no_duplicates(sync: TwoWaySync) -> None:
 def test_an_overlapping_run_that_may_not_wait_stops_before_writing(two_way):
     first = start_first_run(two_way)
     second = second_runner(two_way, run_lock_wait="1")
+    two_way.chargebee.set_knobs(latency_ms=0)  # the overlap is over: let the first run finish
     _, first_log = first.communicate(timeout=600)
     assert first.returncode == 0, first_log[-3000:]
     assert second.returncode != 0
     assert "Stopped before any write" in second.stderr
     holder = two_way.last_report()["run_id"]  # the first run's: the second wrote none
     assert f"target-chargebee run {holder}" in second.stderr
-    two_way.chargebee.set_knobs(latency_ms=0)
     assert_no_duplicates(two_way)
     two_way.reset_counts()
     two_way.run()

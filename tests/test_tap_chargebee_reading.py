@@ -15,9 +15,10 @@ import pytest
 import requests
 
 from sync_common.conflicts import unix_seconds
-from sync_sandbox.process import RunningSandbox, start_sandbox
+from sync_sandbox.process import RunningSandbox
 from tap_chargebee.reading import Slice, StreamReads, cut, slice_params
 from tap_chargebee.tap import TapChargebee
+from tests.plugin_forks import start_sandbox
 from tests.test_tap_chargebee import run_tap
 
 KEY = "tap_reading_chargebee_key_0123456789"

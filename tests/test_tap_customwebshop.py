@@ -16,9 +16,10 @@ import requests
 from singer_sdk.testing import SuiteConfig, get_tap_test_class
 
 from sync_common.links import LinkedSystems, LinkStore
-from sync_sandbox.process import RunningSandbox, start_sandbox
+from sync_sandbox.process import RunningSandbox
 from tap_customwebshop.tap import TapCustomwebshop
 from tests.harness import SharedSandbox
+from tests.plugin_forks import start_sandbox
 
 KEY = "tap_test_webshop_key_0123456789"
 STREAMS = ("customers", "products", "orders")

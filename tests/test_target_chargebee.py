@@ -4,8 +4,6 @@ chargebee SDK, field by field."""
 
 from __future__ import annotations
 
-import signal
-import time
 import uuid
 from collections import Counter
 
@@ -80,35 +78,6 @@ def test_customers_are_placed_in_the_business_entity_and_transferred_on_change(s
     assert (moved.business_entity_id, moved.phone) == ("us", "+46 8 123 456")
     active = [c for c in cb_all(client, "customers") if c.get("active_id") in (None, c["id"])]
     assert len(active) == len({c["email"] for c in active})  # no customer twice
-
-
-@pytest.mark.meltano  # killed under `meltano run`: Meltano's state and running job
-def test_killed_run_then_rerun_converges_without_duplicates(sync):
-    sync.chargebee.set_knobs(latency_ms=40)
-    process = sync.start()
-    deadline = time.monotonic() + 120
-    while sum(sync.writes().values()) < 40:
-        assert process.poll() is None, (sync.tmp / "killed-run.log").read_text()[-3000:]
-        assert time.monotonic() < deadline, "the run made too few writes"
-        time.sleep(0.2)
-    targets = sync.target_processes()
-    assert targets, "target process not found"
-    for target in targets:
-        target.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
-    assert process.returncode != 0
-    sync.chargebee.set_knobs(latency_ms=0)
-    sync.run(force=True)  # the killed run still counts as running for Meltano
-    expected = expected_chargebee(sync)
-    assert_mirrors(sync, expected)
-    client = cb_client(sync.chargebee)
-    for resource in RESOURCES:
-        ids = [row["id"] for row in cb_all(client, resource)]
-        assert len(ids) == len(set(ids))
-        wanted = {i for i, r in expected[resource].items() if not r.get("deleted")}
-        assert set(ids) == wanted, resource
-    emails = [c["email"] for c in cb_all(client, "customers")]
-    assert len(emails) == len(set(emails))
 
 
 def test_server_errors_timeouts_and_lost_answers_lose_nothing_and_duplicate_nothing(sync):

@@ -21,7 +21,6 @@ from sync_common.links import LinkStore
 from sync_common.merge import SOURCE_RECORD
 from sync_common.planning import PlanningLinks
 from sync_common.report import RunReport
-from sync_sandbox.process import start_sandbox
 from target_chargebee.gateway import Gateway, PlanningGateway
 from target_chargebee.jobs import Attempt, Job
 from target_chargebee.params import composite_hash, to_params, to_remote
@@ -29,6 +28,7 @@ from target_chargebee.resources import RULES, FirstContact
 from target_chargebee.scheduler import KNOWN_PARENTS, Scheduler
 from target_chargebee.upsert import Decisions
 from tests.harness import CHARGEBEE_KEY
+from tests.plugin_forks import start_sandbox
 
 SETTINGS = {"item_family_id": "webshop", "conflict_policy": "newest_wins"}
 #: Nothing listens here: a decision that calls Chargebee fails at once (and the calls show it).

@@ -16,7 +16,6 @@ from collections import Counter
 import psycopg
 import pytest
 
-from sync_sandbox.process import start_sandbox
 from tests.harness import (
     BIN,
     CHARGEBEE_KEY,
@@ -29,6 +28,7 @@ from tests.harness import (
     expected_chargebee,
     webshop_get,
 )
+from tests.plugin_forks import start_sandbox
 
 #: `meltano run` itself: tenants in parallel, each its own Meltano project state (on PostgreSQL).
 pytestmark = pytest.mark.meltano
@@ -100,12 +100,17 @@ def test_three_tenants_in_parallel_with_an_overlapping_run(tmp_path, pg_database
         while not first.target_processes() and time.monotonic() < deadline:
             time.sleep(0.2)  # the first run's forward sync has started: it holds the lock
         overlapping = start(first, TENANTS[0], "--force")
+        seen = {process.pid for process in first.target_processes()}
+        while len(seen) < 2 and overlapping.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # until the overlapping run's target has started (and waits)
+            seen |= {process.pid for process in first.target_processes()}
+        time.sleep(2)
+        first.chargebee.set_knobs(latency_ms=0)  # it waited: let both runs finish
         results = {name: finish(process) for name, process in running.items()}
         overlap_code, overlap_log = finish(overlapping)
         for name, (code, log) in results.items():
             assert code == 0, f"{name}: {log[-3000:]}"
         assert overlap_code == 0, overlap_log[-3000:]
-        first.chargebee.set_knobs(latency_ms=0)
 
         lines = []
         for name, sync in syncs.items():

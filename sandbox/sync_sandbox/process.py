@@ -6,7 +6,9 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import requests
 
@@ -39,14 +41,22 @@ class RunningSandbox:
 
 
 def start_sandbox(
-    kind: str, db: str, api_key: str, *extra: str, port: int = 0, log: str | None = None
+    kind: str,
+    db: str,
+    api_key: str,
+    *extra: str,
+    port: int = 0,
+    log: str | None = None,
+    popen: Callable[..., Any] = subprocess.Popen,
 ) -> RunningSandbox:
     """Run `<kind>-sandbox --port 0 ...` and wait for its READY line. With `log`, the server's
-    stderr goes to that file and it runs in its own session, so it outlives its parent (demo)."""
+    stderr goes to that file and it runs in its own session, so it outlives its parent (demo).
+    `popen`: what starts the process, with `subprocess.Popen`'s arguments (the tests fork it
+    from a process that imported the sandboxes)."""
     command = shutil.which(COMMANDS[kind]) or os.path.join(
         os.path.dirname(sys.executable), COMMANDS[kind]
     )
-    process = subprocess.Popen(
+    process = popen(
         [command, "--port", str(port), "--db", db, "--api-key", api_key, *extra],
         stdout=subprocess.PIPE,
         stderr=open(log, "a") if log else None,  # noqa: SIM115 (the child owns it)
