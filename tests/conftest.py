@@ -31,6 +31,12 @@ def share_meltano_dumps(tmp_path_factory) -> None:
         direct_run.SHARED_DUMPS = shared
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """The tests that run Meltano itself first (each takes seconds to a minute and a half):
+    the workers share out the short ones at the end, rather than wait on a long one."""
+    items.sort(key=lambda item: item.get_closest_marker("meltano") is None)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item) -> None:
     """Before the test's fixtures: the Syncs made for it run `meltano run` itself when it is
