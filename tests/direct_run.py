@@ -338,11 +338,3 @@ def invoke(
             watchdog.cancel()
             kill(process)
     return subprocess.CompletedProcess([plugin], process.returncode, output, "".join(errors))
-
-
-def tap_output(tap: str, env: Mapping[str, str]) -> str:
-    """`meltano invoke <tap>` done directly: the tap's Singer messages."""
-    done = invoke(tap, env)
-    if done.returncode:
-        raise subprocess.CalledProcessError(done.returncode, [tap], done.stdout, done.stderr)
-    return done.stdout

@@ -8,8 +8,8 @@ arguments, environment, working directory and standard streams; only the imports
 (so a plugin must read the environment at run time, not at import, as the SDK does; the
 one setting that did, SYNC_KNOWN_PARENTS, is held to it by
 tests/test_target_chargebee_decisions.py). tests/test_direct_run.py holds a forked plugin's
-output, logs and exit status equal to its executable's. A sandbox's start costs about 0.4 s of
-CPU (Flask, Faker, jsonschema), and the tests start some 170. `SYNC_TEST_FORK=0` starts the
+output, logs and exit status equal to its executable's. A sandbox's start costs 0.3–0.5 s of
+CPU (its imports), and the tests start some 170. `SYNC_TEST_FORK=0` starts the
 executables instead.
 
 The fork server (`python -m tests.plugin_forks`) takes one request per connection: a JSON line
@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from sync_sandbox import process
-from sync_sandbox.process import COMMANDS, RunningSandbox
+from sync_sandbox.process import COMMANDS, Process, RunningSandbox
 
 PLUGINS = ("tap-customwebshop", "target-chargebee", "tap-chargebee", "target-customwebshop")
 SANDBOXES = tuple(COMMANDS.values())
@@ -173,7 +173,7 @@ def start_sandbox(kind: str, db: str, api_key: str, *extra: str, **options: Any)
 
 def sandbox_popen(
     argv: list[str], *, stdout: int, stderr: IO[Any] | None, **options: Any
-) -> Plugin:
+) -> Process:
     """`subprocess.Popen` as start_sandbox calls it; a sandbox kept past the test (its own
     session, a log file) is not forked."""
     if options.get("start_new_session") or not ENABLED:

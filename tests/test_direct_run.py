@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from sync_docs import hub
 from tests import direct_run, plugin_forks
 from tests.fault_ledger import FAST_RETRIES
 from tests.harness import TwoWaySync
@@ -88,14 +89,17 @@ def started(plugin: str, args: list[str], fork: bool, **kwargs) -> plugin_forks.
 
 @pytest.mark.parametrize("plugin", PLUGINS)
 def test_a_forked_plugin_answers_as_its_executable_does(plugin, tmp_path):
-    """Same output, log lines (but their times) and exit status: its `--about`, and a config
-    that fails validation."""
+    """Same output, log lines (but their times) and exit status: its `--about` (also as
+    sync-docs reads it in-process), and a config that fails validation."""
     config = tmp_path / "config.json"
     config.write_text("{}")
     for args in (["--about", "--format=json"], ["--config", str(config)]):
         forked, executable = (started(plugin, args, fork) for fork in (True, False))
         assert isinstance(forked, plugin_forks.ForkedPlugin)
-        assert forked.stdout.read() == executable.stdout.read(), args  # type: ignore[union-attr]
+        printed = executable.stdout.read()  # type: ignore[union-attr]
+        assert forked.stdout.read() == printed, args  # type: ignore[union-attr]
+        if args[0] == "--about":  # and what `make docs` takes for it, in its own process
+            assert hub.plugin_about(plugin, "json") == printed
         logs = [
             [line.split(" | ", 1)[-1] for line in process.stderr]  # type: ignore[union-attr]
             for process in (forked, executable)

@@ -380,10 +380,8 @@ class LinkStore:
 
     def _check_current(self, url: sa.URL) -> None:
         """A store a run made, at the schema this version writes (a look changes nothing)."""
-        database = url.database  # None, "" or ":memory:": in memory
-        if url.get_backend_name() == "sqlite" and (
-            not database or database == ":memory:" or not Path(database).is_file()
-        ):
+        file = _sqlite_file(url)
+        if url.get_backend_name() == "sqlite" and (file is None or not file.is_file()):
             raise NoLinkStore(f"there is no link store at {self.location}")  # nor makes one
         with _schema_lock(url, shared=True):
             if not sa.inspect(self._engine).has_table("alembic_version"):
@@ -696,12 +694,19 @@ def _schema_head() -> str | None:
     return alembic.script.ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
 
+def _sqlite_file(url: sa.URL) -> Path | None:
+    """The file a SQLite store is in (None: another database, or SQLite in memory)."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
+
+
 def _make_private(url: sa.URL) -> None:
     """A SQLite store holds personal data (the bases are field values): readable by its owner
     only. SQLite gives its -wal and -shm files the same mode."""
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+    path = _sqlite_file(url)
+    if path is None:
         return
-    path = Path(url.database)
     path.parent.mkdir(parents=True, exist_ok=True)
     os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
     os.chmod(path, 0o600)
@@ -719,10 +724,11 @@ def _schema_lock(url: sa.URL, *, shared: bool) -> Iterator[None]:
     it alone; a look holds it shared, so that it never meets a half-made store (`meltano run`
     starts a tap and its target at once, and the new file's switch to WAL or the migration's
     write lock answered the tap's look with "database is locked")."""
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+    path = _sqlite_file(url)
+    if path is None:
         yield
         return
-    with open(f"{url.database}.lock", "a") as lock:
+    with open(f"{path}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
 

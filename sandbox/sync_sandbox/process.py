@@ -8,18 +8,34 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Protocol
 
 import requests
 
 COMMANDS = {"customwebshop": "customwebshop-sandbox", "chargebee": "chargebee-sandbox"}
 
 
+class Process(Protocol):
+    """What a sandbox's process is used for: a `subprocess.Popen`, or the tests' forked one."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def stdout(self) -> IO[str] | None: ...
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def terminate(self) -> None: ...
+    def kill(self) -> None: ...
+
+
 @dataclass
 class RunningSandbox:
     kind: str
     url: str  # http://127.0.0.1:PORT, without any API path
-    process: subprocess.Popen
+    process: Process
 
     def stats(self) -> dict:
         return requests.get(self.url + "/_sandbox/stats", timeout=10).json()
@@ -47,7 +63,7 @@ def start_sandbox(
     *extra: str,
     port: int = 0,
     log: str | None = None,
-    popen: Callable[..., Any] = subprocess.Popen,
+    popen: Callable[..., Process] = subprocess.Popen,
 ) -> RunningSandbox:
     """Run `<kind>-sandbox --port 0 ...` and wait for its READY line. With `log`, the server's
     stderr goes to that file and it runs in its own session, so it outlives its parent (demo).

@@ -19,7 +19,6 @@ every setting is declared here: `TARGET_CHARGEBEE_DRY_RUN=true` works in a proje
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib
 import io
 import json
@@ -44,7 +43,6 @@ KINDS = {
 }
 
 
-@functools.cache
 def plugin_about(plugin: str, fmt: str) -> str:
     """What `<plugin> --about --format=<fmt>` prints: the SDK's `print_about` of the class its
     console script calls, in this process (a plugin's start-up costs about 0.9 s of CPU)."""
