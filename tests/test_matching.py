@@ -9,8 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sync_common import matching
 from sync_common.matching import (
     CandidateIndex,
+    HeldByKey,
     ambiguous_entry,
     email_key,
     name_key,
@@ -129,3 +131,29 @@ def test_the_report_lists_ambiguous_matches_and_a_plan_shows_the_match_report():
     run_lines = run.summary_lines(run.as_dict({}))
     assert "  ambiguous customers 5: candidates x, y" in run_lines  # an entry without a reason
     assert not [line for line in run_lines if "first contact" in line]  # a plan's lines only
+
+
+@given(
+    holds=st.lists(st.tuples(st.integers(0, 30), st.sampled_from("abcdef")), max_size=200),
+    limit=st.integers(1, 12),
+)
+def test_held_records_stay_within_the_limit_and_each_comes_out_once_grouped_by_key(holds, limit):
+    """Held while fewer than MAX_HELD: the latest version of each record comes out once per
+    window, with the others of its key in that window; never more than the limit held."""
+    previous, matching.MAX_HELD = matching.MAX_HELD, limit
+    try:
+        held, windows, window = HeldByKey(), [], {}
+        for version, (record_id, key) in enumerate(holds):
+            window[str(record_id)] = (key, version)
+            if held.hold(str(record_id), key, {"id": str(record_id), "version": version}):
+                windows.append((held.take(), window))
+                window = {}
+        windows.append((held.take(), window))
+    finally:
+        matching.MAX_HELD = previous
+    for groups, expected in windows:
+        got = {r["id"]: r["version"] for group in groups for r in group.values()}
+        assert got == {record_id: version for record_id, (_, version) in expected.items()}
+        assert len(got) <= limit
+        for group in groups:
+            assert len({expected[record_id][0] for record_id in group}) == 1  # one key

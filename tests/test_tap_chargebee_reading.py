@@ -1,10 +1,14 @@
 """tap-chargebee's concurrent list reads (tap_chargebee.reading) against the emulator: the same
 records as one page at a time, in ascending updated_at order, pages in flight together, a
 record updated during the read still read, an interrupted read resumed from its bookmark
-without a loss, a failing request retried, and the final bookmark."""
+without a loss, a failing request retried, and the final bookmark. In-process, on lists in
+memory: the pages read ahead across streams stay within the run's page budget, and any budget,
+however small, reads every stream whole and in order."""
 
 from __future__ import annotations
 
+import functools
+import json
 import shutil
 import tempfile
 import threading
@@ -13,10 +17,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sync_common.conflicts import unix_seconds
 from sync_sandbox.process import RunningSandbox
-from tap_chargebee.reading import Slice, StreamReads, cut, slice_params
+from tap_chargebee.reading import Page, Slice, StreamReads, cut, read_sorted_list, slice_params
 from tap_chargebee.tap import TapChargebee
 from tests.plugin_forks import start_sandbox
 from tests.test_tap_chargebee import run_tap
@@ -199,7 +205,7 @@ def test_the_next_streams_are_read_while_one_is_emitted(emulator):
 
 
 def test_a_stream_is_read_once_per_run_though_every_stream_starts_the_reads():
-    reads, started = StreamReads(), []
+    reads, started = StreamReads(workers=1), []
 
     def pages(stop):
         started.append(stop)
@@ -209,3 +215,89 @@ def test_a_stream_is_read_once_per_run_though_every_stream_starts_the_reads():
     assert list(reads.records("customers")) == [{"id": "a"}]
     reads.start("customers", pages)  # the next stream's sync starts them all again
     assert len(started) == 1
+
+
+class ListInMemory:
+    """A Chargebee list sorted by updated_at, answering what read_sorted_list asks of a fetch
+    (offset, `updated_at[after]` exclusive, `[between]` inclusive, the newest-first probe);
+    counts the records it has handed out."""
+
+    def __init__(self, name: str, count: int, seconds: int) -> None:
+        start = 1_700_000_000
+        self.records = [
+            {"id": f"{name}{n:05}", "updated_at": start + n * seconds // max(count, 1)}
+            for n in range(count)
+        ]
+        self.handed_out = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, params: dict) -> Page:
+        rows = self.records
+        if "updated_at[after]" in params:
+            rows = [r for r in rows if r["updated_at"] > int(params["updated_at[after]"])]
+        if "updated_at[between]" in params:
+            low, high = json.loads(params["updated_at[between]"])
+            rows = [r for r in rows if low <= r["updated_at"] <= high]
+        if "sort_by[desc]" in params:
+            rows = rows[::-1]
+        offset, limit = int(params.get("offset") or 0), int(params["limit"])
+        page = rows[offset : offset + limit]
+        with self._lock:
+            self.handed_out += len(page)
+        return Page(page, str(offset + limit) if offset + limit < len(rows) else None)
+
+
+SORTED = {"limit": 100, "sort_by[asc]": "updated_at"}
+
+
+def start_reads(
+    lists: dict[str, ListInMemory], workers: int, limit: int | None = None
+) -> StreamReads:
+    reads = StreamReads(workers)
+    if limit is not None:
+        reads.budget.limit = limit
+    for name, fetch in lists.items():
+        reads.start(name, functools.partial(read_sorted_list, fetch, SORTED, workers, reads.budget))
+    return reads
+
+
+def test_the_pages_read_ahead_across_streams_stay_within_the_runs_budget():
+    lists = {name: ListInMemory(name, 5000, 400) for name in ("customers", "items", "orders")}
+    reads = start_reads(lists, workers=4)
+    customers = reads.records("customers")
+    next(customers)  # the consumer takes one record, then is slow: the reads run ahead
+    time.sleep(0.5)
+    handed_out = sum(fetch.handed_out for fetch in lists.values())
+    # Besides the budget's pages, per stream: one held between its slices and its own buffer,
+    # one a slice may take while its stream waits on it, the part of a page the first slice's
+    # cut drops, the probe's record; and the page being emitted.
+    assert handed_out <= (reads.budget.limit + 4 * len(lists) + 1) * 100, handed_out
+    ids = {"customers": [r["id"] for r in customers]}
+    ids |= {name: [r["id"] for r in reads.records(name)] for name in ("items", "orders")}
+    expected = {name: [r["id"] for r in fetch.records] for name, fetch in lists.items()}
+    assert ids == expected | {"customers": expected["customers"][1:]}
+    assert reads.budget.held == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    counts=st.lists(st.integers(0, 900), min_size=1, max_size=4),
+    seconds=st.integers(1, 40),
+    workers=st.integers(1, 4),
+    limit=st.integers(1, 3),
+)
+def test_any_page_budget_reads_every_stream_whole_and_in_order(counts, seconds, workers, limit):
+    lists = {f"s{n}": ListInMemory(f"s{n}", count, seconds) for n, count in enumerate(counts)}
+    reads = start_reads(lists, workers, limit)
+    got: dict[str, list[str]] = {}
+
+    def emit_each_stream_in_turn() -> None:
+        for name in lists:
+            got[name] = [r["id"] for r in reads.records(name)]
+
+    emitting = threading.Thread(target=emit_each_stream_in_turn, daemon=True)
+    emitting.start()
+    emitting.join(timeout=20)
+    assert not emitting.is_alive(), "the reads are stuck"
+    assert got == {name: [r["id"] for r in fetch.records] for name, fetch in lists.items()}
+    assert reads.budget.held == 0

@@ -24,8 +24,10 @@ from sync_common.links import Side
 
 #: Unlinked records a target holds back to see whether another one shares their key, before
 #: it decides (target-customwebshop and target-chargebee customers). Beyond this, the held
-#: ones are decided at once; a later one with the same key then finds its match taken.
-MAX_HELD = 10_000
+#: ones are decided at once; a later one with the same key then finds its match taken (and is
+#: reported ambiguous, never linked twice). A held record keeps its source record too, some
+#: KB: 10,000 of them made a first sync's memory grow with the shop's size (issue 15, goal 5).
+MAX_HELD = 1_000
 
 
 def text_key(value: Any) -> str | None:

@@ -16,8 +16,10 @@ record updated before it has been yielded.
   moves to now) is still read in this run, as the sequential read would.
 - The probe and the first slice's next page are read at once.
 - At most `workers` slices past the one being yielded are started, each buffering at most
-  `BUFFERED_PAGES` pages: memory stays bounded whatever the list's length, and the slice being
-  yielded is always being read.
+  `BUFFERED_PAGES` pages, and all buffers of a run together hold at most the `PageBudget`'s
+  pages (a slot is taken before the request): memory stays flat whatever the lists' lengths.
+  The buffer the consumer waits on is exempt, so the record being emitted is never held back
+  by pages read ahead for later ones.
 - Chargebee counts seconds: records of one second cannot be split, so a list whose records
   share a few seconds is read about sequentially. `StreamReads` therefore also reads the
   streams at once: the SDK emits them one after another, and each is read ahead meanwhile.
@@ -29,6 +31,7 @@ import functools
 import queue
 import threading
 import typing as t
+from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -36,6 +39,9 @@ from dataclasses import dataclass
 SLICES_PER_WORKER = 4
 #: Pages a slice may read ahead of the one being yielded.
 BUFFERED_PAGES = 8
+#: Pages all the run's buffers may hold, per list request in flight: one being read, one
+#: waiting to be emitted.
+PAGES_AHEAD_PER_WORKER = 2
 
 
 @dataclass(frozen=True)
@@ -62,11 +68,13 @@ def read_sorted_list(
     fetch: FetchPage,
     params: dict[str, t.Any],
     workers: int,
+    budget: PageBudget,
     cancelled: threading.Event | None = None,
 ) -> Pages:
     """Every record of the list `params` asks for (sorted by `sort_by[asc]=updated_at`, with
-    `updated_at[after]` or no filter), in pages, in the order one sequential walk gives them.
-    Setting `cancelled` stops the slices' requests (so does closing the iterator)."""
+    `updated_at[after]` or no filter), in pages, in the order one sequential walk gives them;
+    the pages read ahead count against `budget`. Setting `cancelled` stops the slices'
+    requests (so does closing the iterator)."""
     page = fetch(params)
     yield page.records
     # Records without updated_at sort first; the slicing starts after them.
@@ -83,7 +91,7 @@ def read_sorted_list(
         # The first slice's next page is read while the probe finds the newest record; its
         # records are kept once the cut says where the slice ends.
         slices: Future[list[Slice]] = Future()
-        first = _Walk(fetch, {**params, "offset": page.next_offset}, stops, slices)
+        first = _Walk(fetch, {**params, "offset": page.next_offset}, _Buffer(stops, budget), slices)
         newest = pool.submit(functools.partial(_newest, fetch, params))
         pool.submit(first.run)
         try:
@@ -92,7 +100,10 @@ def read_sorted_list(
             slices.set_exception(exc)
             raise
         walks = [first]
-        walks += [_Walk(fetch, slice_params(params, s), stops) for s in slices.result()[1:]]
+        walks += [
+            _Walk(fetch, slice_params(params, s), _Buffer(stops, budget))
+            for s in slices.result()[1:]
+        ]
         # Submitted in order, `workers` ahead of the one yielded: that one is always running
         # or done, never queued behind later ones waiting for room in their buffers.
         for walk in walks[1 : workers + 1]:
@@ -163,34 +174,88 @@ class _Workers:
                 future.set_exception(exc)
 
 
+class PageBudget:
+    """The pages a run's buffers may hold together (`limit`), and the one lock and condition
+    every buffer of the run waits on."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0  # pages in buffers, and slots taken for pages being read
+        self.changed = threading.Condition()
+
+
 class _Buffer:
-    """Pages from a reading thread to the one yielding them, at most `BUFFERED_PAGES` held;
-    the end, or the error that ended the reading, comes through too."""
+    """Pages from a reading thread to the one yielding them: at most `BUFFERED_PAGES` here and
+    the budget's limit in all buffers, unless the yielding thread waits on this one; the end,
+    or the error that ended the reading, comes through too."""
 
     _END = object()
 
-    def __init__(self, stops: tuple[threading.Event, ...]) -> None:
+    def __init__(self, stops: tuple[threading.Event, ...], budget: PageBudget) -> None:
         self.stops = stops  # any of them set: nobody takes pages any more
-        self._queue: queue.Queue[t.Any] = queue.Queue(BUFFERED_PAGES)
+        self.budget = budget
+        self._items: deque[t.Any] = deque()
+        self._slots = 0  # slots taken here, for pages in `_items` or being read
+        self._awaited = False  # the yielding thread waits on this buffer
 
     @property
     def stopped(self) -> bool:
         return any(stop.is_set() for stop in self.stops)
 
-    def put(self, item: t.Any) -> None:
-        """Wait for room, unless the reading was stopped (nobody would take it)."""
-        while not self.stopped:
-            try:
-                self._queue.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                continue
+    def reserve(self) -> bool:
+        """Wait for a slot for the next page (False: the reading was stopped, nobody would
+        take it). Taken before the page is read, so no read page waits outside a buffer."""
+        budget = self.budget
+        with budget.changed:
+            while not self.stopped:
+                room_here = self._slots < BUFFERED_PAGES
+                if self._awaited or (room_here and budget.held < budget.limit):
+                    self._slots += 1
+                    budget.held += 1
+                    return True
+                budget.changed.wait(0.2)  # stops are events of their own: look again soon
+            return False
+
+    def release(self) -> None:
+        """Give back a slot whose page will not come (the read failed or stopped)."""
+        with self.budget.changed:
+            self._slots -= 1
+            self.budget.held -= 1
+            self.budget.changed.notify_all()
+
+    def put(self, page: list[dict]) -> None:
+        """A page into the slot reserved for it."""
+        self._append(page)
+
+    def put_waiting(self, page: list[dict]) -> None:
+        """A page read without a slot: wait for one (unless the reading was stopped)."""
+        if self.reserve():
+            self._append(page)
 
     def end(self, error: Exception | None = None) -> None:
-        self.put(self._END if error is None else error)
+        self._append(self._END if error is None else error)
+
+    def _append(self, item: t.Any) -> None:
+        with self.budget.changed:
+            self._items.append(item)
+            self.budget.changed.notify_all()
 
     def pages(self) -> t.Iterator[list[dict]]:
-        while (item := self._queue.get()) is not self._END:
+        budget = self.budget
+        while True:
+            with budget.changed:
+                while not self._items:
+                    self._awaited = True
+                    budget.changed.notify_all()  # a reader waiting for a slot may take one
+                    budget.changed.wait()
+                self._awaited = False
+                item = self._items.popleft()
+                if item is not self._END and not isinstance(item, Exception):
+                    self._slots -= 1
+                    budget.held -= 1
+                    budget.changed.notify_all()
+            if item is self._END:
+                return
             if isinstance(item, Exception):
                 raise item
             yield item
@@ -205,19 +270,23 @@ class _Walk:
         self,
         fetch: FetchPage,
         params: dict[str, t.Any],
-        stops: tuple[threading.Event, ...],
+        buffer: _Buffer,
         cut: Future[list[Slice]] | None = None,
     ) -> None:
         self.fetch = fetch
         self.params = params
         self.cut = cut
-        self.buffer = _Buffer(stops)
+        self.buffer = buffer
 
     def run(self) -> None:
         params = self.params
         try:
-            while not self.buffer.stopped:
-                page = self.fetch(params)
+            while self.buffer.reserve():
+                try:
+                    page = self.fetch(params)
+                except BaseException:
+                    self.buffer.release()
+                    raise
                 records = page.records
                 slices = self.cut.result() if self.cut else []
                 if len(slices) > 1:
@@ -241,7 +310,9 @@ class StreamReads:
     are read (each into a buffer, plus its slices'). All requests still go through the tap's
     one throttle."""
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int) -> None:
+        #: shared by every buffer of the run's reads, the streams' and their slices'
+        self.budget = PageBudget(PAGES_AHEAD_PER_WORKER * workers)
         self._reads: dict[str, _Buffer] = {}
         self._started: set[str] = set()  # a stream is read once per run
         self._lock = threading.Lock()
@@ -253,7 +324,7 @@ class StreamReads:
             if name in self._started:
                 return
             self._started.add(name)
-            buffer = self._reads[name] = _Buffer((threading.Event(),))
+            buffer = self._reads[name] = _Buffer((threading.Event(),), self.budget)
         threading.Thread(target=_read_into, args=(pages, buffer), daemon=True).start()
 
     def records(self, name: str) -> t.Iterator[dict]:
@@ -273,7 +344,7 @@ def _read_into(pages: t.Callable[[threading.Event], Pages], buffer: _Buffer) -> 
         for page in generator:
             if buffer.stopped:
                 return
-            buffer.put(page)
+            buffer.put_waiting(page)
     except Exception as exc:  # handed to the yielding thread, raised there
         buffer.end(exc)
         return

@@ -97,7 +97,8 @@ class ChargebeeStream(RetriesDeadLetters, RESTStream):
     def read_pages(self, context: Context | None, cancelled: threading.Event) -> Pages:
         params = self.get_url_params(context, None)
         fetch = functools.partial(self.fetch_page, context)
-        return read_sorted_list(fetch, params, self._tap.concurrent_reads, cancelled)
+        budget = self._tap.stream_reads.budget
+        return read_sorted_list(fetch, params, self._tap.concurrent_reads, budget, cancelled)
 
     def fetch_page(self, context: Context | None, params: dict) -> Page:
         """One list request with the stream's session (throttled), auth and retries."""

@@ -118,7 +118,7 @@ class TapChargebee(Tap):
     @cached_property
     def stream_reads(self) -> StreamReads:
         """The streams' list reads, started together (tap_chargebee.reading)."""
-        return StreamReads()
+        return StreamReads(self.concurrent_reads)
 
     @cached_property
     def dead_letter_ids(self) -> dict[str, list[str]]:
