@@ -207,7 +207,7 @@ def test_the_next_streams_are_read_while_one_is_emitted(emulator):
 def test_a_stream_is_read_once_per_run_though_every_stream_starts_the_reads():
     reads, started = StreamReads(workers=1), []
 
-    def pages(stop):
+    def pages(lane, stop):
         started.append(stop)
         yield [{"id": "a"}]
 
@@ -257,7 +257,7 @@ def start_reads(
     if limit is not None:
         reads.budget.limit = limit
     for name, fetch in lists.items():
-        reads.start(name, functools.partial(read_sorted_list, fetch, SORTED, workers, reads.budget))
+        reads.start(name, functools.partial(read_sorted_list, fetch, SORTED, workers))
     return reads
 
 

@@ -18,8 +18,9 @@ record updated before it has been yielded.
 - At most `workers` slices past the one being yielded are started, each buffering at most
   `BUFFERED_PAGES` pages, and all buffers of a run together hold at most the `PageBudget`'s
   pages (a slot is taken before the request): memory stays flat whatever the lists' lengths.
-  The buffer the consumer waits on is exempt, so the record being emitted is never held back
-  by pages read ahead for later ones.
+  A stream read ahead of its turn may take half the budget (`Lane`), and the buffer the
+  consumer waits on is exempt, so the stream being emitted is never held back by pages read
+  ahead for later ones.
 - Chargebee counts seconds: records of one second cannot be split, so a list whose records
   share a few seconds is read about sequentially. `StreamReads` therefore also reads the
   streams at once: the SDK emits them one after another, and each is read ahead meanwhile.
@@ -68,13 +69,13 @@ def read_sorted_list(
     fetch: FetchPage,
     params: dict[str, t.Any],
     workers: int,
-    budget: PageBudget,
+    lane: Lane,
     cancelled: threading.Event | None = None,
 ) -> Pages:
     """Every record of the list `params` asks for (sorted by `sort_by[asc]=updated_at`, with
     `updated_at[after]` or no filter), in pages, in the order one sequential walk gives them;
-    the pages read ahead count against `budget`. Setting `cancelled` stops the slices'
-    requests (so does closing the iterator)."""
+    the pages read ahead count against the stream's `lane` of the run's budget. Setting
+    `cancelled` stops the slices' requests (so does closing the iterator)."""
     page = fetch(params)
     yield page.records
     # Records without updated_at sort first; the slicing starts after them.
@@ -91,7 +92,7 @@ def read_sorted_list(
         # The first slice's next page is read while the probe finds the newest record; its
         # records are kept once the cut says where the slice ends.
         slices: Future[list[Slice]] = Future()
-        first = _Walk(fetch, {**params, "offset": page.next_offset}, _Buffer(stops, budget), slices)
+        first = _Walk(fetch, {**params, "offset": page.next_offset}, _Buffer(stops, lane), slices)
         newest = pool.submit(functools.partial(_newest, fetch, params))
         pool.submit(first.run)
         try:
@@ -101,8 +102,7 @@ def read_sorted_list(
             raise
         walks = [first]
         walks += [
-            _Walk(fetch, slice_params(params, s), _Buffer(stops, budget))
-            for s in slices.result()[1:]
+            _Walk(fetch, slice_params(params, s), _Buffer(stops, lane)) for s in slices.result()[1:]
         ]
         # Submitted in order, `workers` ahead of the one yielded: that one is always running
         # or done, never queued behind later ones waiting for room in their buffers.
@@ -184,6 +184,25 @@ class PageBudget:
         self.changed = threading.Condition()
 
 
+class Lane:
+    """One stream's draw on the run's PageBudget: the stream being emitted may fill the
+    budget, a stream read ahead of its turn half of it, so that the one being emitted always
+    has room for its next slices' pages however far the others have read."""
+
+    def __init__(self, budget: PageBudget) -> None:
+        self.budget = budget
+        self.emitting = False
+
+    @property
+    def limit(self) -> int:
+        return self.budget.limit if self.emitting else self.budget.limit // 2
+
+    def emit(self) -> None:
+        with self.budget.changed:
+            self.emitting = True
+            self.budget.changed.notify_all()
+
+
 class _Buffer:
     """Pages from a reading thread to the one yielding them: at most `BUFFERED_PAGES` here and
     the budget's limit in all buffers, unless the yielding thread waits on this one; the end,
@@ -191,9 +210,10 @@ class _Buffer:
 
     _END = object()
 
-    def __init__(self, stops: tuple[threading.Event, ...], budget: PageBudget) -> None:
+    def __init__(self, stops: tuple[threading.Event, ...], lane: Lane) -> None:
         self.stops = stops  # any of them set: nobody takes pages any more
-        self.budget = budget
+        self.lane = lane
+        self.budget = lane.budget
         self._items: deque[t.Any] = deque()
         self._slots = 0  # slots taken here, for pages in `_items` or being read
         self._awaited = False  # the yielding thread waits on this buffer
@@ -209,7 +229,7 @@ class _Buffer:
         with budget.changed:
             while not self.stopped:
                 room_here = self._slots < BUFFERED_PAGES
-                if self._awaited or (room_here and budget.held < budget.limit):
+                if self._awaited or (room_here and budget.held < self.lane.limit):
                     self._slots += 1
                     budget.held += 1
                     return True
@@ -245,8 +265,9 @@ class _Buffer:
         while True:
             with budget.changed:
                 while not self._items:
-                    self._awaited = True
-                    budget.changed.notify_all()  # a reader waiting for a slot may take one
+                    if not self._awaited:  # once: a notification would wake the other waiters
+                        self._awaited = True
+                        budget.changed.notify_all()  # a reader waiting for a slot may take one
                     budget.changed.wait()
                 self._awaited = False
                 item = self._items.popleft()
@@ -317,20 +338,21 @@ class StreamReads:
         self._started: set[str] = set()  # a stream is read once per run
         self._lock = threading.Lock()
 
-    def start(self, name: str, pages: t.Callable[[threading.Event], Pages]) -> None:
+    def start(self, name: str, pages: t.Callable[[Lane, threading.Event], Pages]) -> None:
         """Start reading stream `name` in the background (once; later calls do nothing);
-        `pages` is given the event that stops it."""
+        `pages` is given the stream's lane of the page budget and the event that stops it."""
         with self._lock:
             if name in self._started:
                 return
             self._started.add(name)
-            buffer = self._reads[name] = _Buffer((threading.Event(),), self.budget)
+            buffer = self._reads[name] = _Buffer((threading.Event(),), Lane(self.budget))
         threading.Thread(target=_read_into, args=(pages, buffer), daemon=True).start()
 
     def records(self, name: str) -> t.Iterator[dict]:
         """The started read's records, in order; stops the read when the caller stops."""
         with self._lock:
             buffer = self._reads.pop(name)
+        buffer.lane.emit()
         try:
             for page in buffer.pages():
                 yield from page
@@ -338,8 +360,8 @@ class StreamReads:
             buffer.stops[0].set()
 
 
-def _read_into(pages: t.Callable[[threading.Event], Pages], buffer: _Buffer) -> None:
-    generator = pages(buffer.stops[0])
+def _read_into(pages: t.Callable[[Lane, threading.Event], Pages], buffer: _Buffer) -> None:
+    generator = pages(buffer.lane, buffer.stops[0])
     try:
         for page in generator:
             if buffer.stopped:

@@ -19,7 +19,7 @@ from singer_sdk.authenticators import BasicAuthenticator
 from sync_common.chargebee import chargebee_base_url
 from sync_common.conflicts import unix_seconds
 from sync_common.retry import RetriesDeadLetters
-from tap_chargebee.reading import Page, Pages, read_sorted_list
+from tap_chargebee.reading import Lane, Page, Pages, read_sorted_list
 from tap_chargebee.timestamps import Tree, timestamp_tree, to_date_times
 
 if t.TYPE_CHECKING:
@@ -94,11 +94,10 @@ class ChargebeeStream(RetriesDeadLetters, RESTStream):
                 reads.start(stream.name, functools.partial(stream.read_pages, context))
         return reads.records(self.name)
 
-    def read_pages(self, context: Context | None, cancelled: threading.Event) -> Pages:
+    def read_pages(self, context: Context | None, lane: Lane, cancelled: threading.Event) -> Pages:
         params = self.get_url_params(context, None)
         fetch = functools.partial(self.fetch_page, context)
-        budget = self._tap.stream_reads.budget
-        return read_sorted_list(fetch, params, self._tap.concurrent_reads, budget, cancelled)
+        return read_sorted_list(fetch, params, self._tap.concurrent_reads, lane, cancelled)
 
     def fetch_page(self, context: Context | None, params: dict) -> Page:
         """One list request with the stream's session (throttled), auth and retries."""
