@@ -40,21 +40,32 @@ from dataclasses import dataclass
 SLICES_PER_WORKER = 4
 #: Pages a slice may read ahead of the one being yielded.
 BUFFERED_PAGES = 8
-#: Pages all the run's buffers may hold, per list request in flight: one being read, one
-#: waiting to be emitted.
-PAGES_AHEAD_PER_WORKER = 2
+#: Pages all the run's buffers may hold, per list request in flight (a page waits as the
+#: response's bytes, about 100 KB for 100 customers).
+PAGES_AHEAD_PER_WORKER = 4
 
 
-@dataclass(frozen=True)
 class Page:
-    records: list[dict]
-    next_offset: str | None
+    """One list response. Its records are parsed when first asked for: a page waiting in a
+    buffer is the response's bytes, a third of the memory of the records parsed."""
+
+    def __init__(
+        self, records: list[dict] | t.Callable[[], list[dict]], next_offset: str | None
+    ) -> None:
+        self._records = records
+        self.next_offset = next_offset
+
+    @property
+    def records(self) -> list[dict]:
+        if callable(self._records):  # one thread at a time has a page: no lock
+            self._records = self._records()
+        return self._records
 
 
 #: One list request with these query params (retried and throttled by the caller).
 FetchPage = t.Callable[[dict[str, t.Any]], Page]
-#: A list's records, page by page.
-Pages = t.Generator[list[dict], None, None]
+#: A list's pages, in order.
+Pages = t.Generator[Page, None, None]
 
 
 @dataclass(frozen=True)
@@ -77,11 +88,11 @@ def read_sorted_list(
     the pages read ahead count against the stream's `lane` of the run's budget. Setting
     `cancelled` stops the slices' requests (so does closing the iterator)."""
     page = fetch(params)
-    yield page.records
+    yield page
     # Records without updated_at sort first; the slicing starts after them.
     while page.next_offset and (workers < 2 or page.records[-1].get("updated_at") is None):
         page = fetch({**params, "offset": page.next_offset})
-        yield page.records
+        yield page
     if not page.next_offset:
         return
     start = int(page.records[-1]["updated_at"])
@@ -243,11 +254,11 @@ class _Buffer:
             self.budget.held -= 1
             self.budget.changed.notify_all()
 
-    def put(self, page: list[dict]) -> None:
+    def put(self, page: Page) -> None:
         """A page into the slot reserved for it."""
         self._append(page)
 
-    def put_waiting(self, page: list[dict]) -> None:
+    def put_waiting(self, page: Page) -> None:
         """A page read without a slot: wait for one (unless the reading was stopped)."""
         if self.reserve():
             self._append(page)
@@ -260,7 +271,7 @@ class _Buffer:
             self._items.append(item)
             self.budget.changed.notify_all()
 
-    def pages(self) -> t.Iterator[list[dict]]:
+    def pages(self) -> t.Iterator[Page]:
         budget = self.budget
         while True:
             with budget.changed:
@@ -308,14 +319,13 @@ class _Walk:
                 except BaseException:
                     self.buffer.release()
                     raise
-                records = page.records
                 slices = self.cut.result() if self.cut else []
-                if len(slices) > 1:
+                if len(slices) > 1:  # only the first slice's pages are parsed here
                     stop_at = slices[1].first
-                    kept = [r for r in records if int(r.get("updated_at") or 0) < stop_at]
-                    if len(kept) < len(records):
-                        records, page = kept, Page(kept, None)
-                self.buffer.put(records)
+                    kept = [r for r in page.records if int(r.get("updated_at") or 0) < stop_at]
+                    if len(kept) < len(page.records):
+                        page = Page(kept, None)
+                self.buffer.put(page)
                 if not page.next_offset:
                     break
                 params = {**self.params, "offset": page.next_offset}
@@ -355,7 +365,7 @@ class StreamReads:
         buffer.lane.emit()
         try:
             for page in buffer.pages():
-                yield from page
+                yield from page.records
         finally:
             buffer.stops[0].set()
 
