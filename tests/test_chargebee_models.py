@@ -5,8 +5,12 @@ params and the business-entity header, answers JSON objects, and refuses with
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sync_sandbox.chargebee.errors import ChargebeeError
 from sync_sandbox.chargebee.models import ChargebeeBackend
@@ -50,3 +54,36 @@ def test_a_write_with_an_idempotency_key_is_applied_once(backend):
     assert backend.write("key-2", "request-c", create).replayed
     with pytest.raises(ChargebeeError, match="1 to 100 characters"):
         backend.write("k" * 101, "request-d", create)
+
+
+STORE_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("save"), st.sampled_from("abcd"), st.sampled_from(["i1", "i2", None])),
+        st.tuples(st.just("rename"), st.sampled_from("abcd"), st.sampled_from("efgh")),
+        st.tuples(st.just("look"), st.just(""), st.sampled_from(["i1", "i2", None])),
+        st.tuples(st.just("clear"), st.just(""), st.just(None)),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(steps=STORE_STEPS)
+def test_the_stores_lookup_by_field_is_what_a_scan_of_every_object_finds(steps):
+    """`Store.where` (indexed on its first call) against filtering `Store.all`, through saves
+    that change the field, renames (a transfer's deprecated copy) and resets."""
+    with tempfile.TemporaryDirectory() as directory:
+        store = Store(str(Path(directory) / "cb.db"))
+        for action, id_, value in steps:
+            if action == "save":
+                store.save("order", {"id": id_, "invoice_id": value})
+            elif action == "rename" and store.get("order", id_) is not None:
+                store.rename("order", id_, {**store.get("order", id_), "id": value})
+            elif action == "clear":
+                store.clear()
+            for invoice in ("i1", "i2", None):
+                if action == "look" or invoice == value:
+                    found = {o["id"] for o in store.where("order", "invoice_id", invoice)}
+                    scan = {o["id"] for o in store.all("order") if o["invoice_id"] == invoice}
+                    assert found == scan
+        assert store.count("order") == len(store.all("order"))

@@ -158,8 +158,8 @@ class ChargebeeBackend:
             obj = {**obj, "linked_orders": [
                 {key: order.get(key) for key in ("id", "document_number", "status", "order_type",
                  "reference_id", "fulfillment_status", "batch_id", "created_at")}
-                for order in self.store.all("order")
-                if order["invoice_id"] == obj["id"] and not order.get("deleted")
+                for order in self.store.where("order", "invoice_id", obj["id"])
+                if not order.get("deleted")
             ]}  # fmt: skip
         return _clean(obj)
 
@@ -496,10 +496,10 @@ class ChargebeeBackend:
 
     def _unused(self, kind: str, id_: str | None, name: str) -> None:
         """Ids and names are unique among live records (a deleted one's may be reused)."""
-        live = [obj for obj in self.store.all(kind) if not obj.get("deleted")]
-        if id_ is not None and any(obj["id"] == id_ for obj in live):
+        existing = self.store.get(kind, id_) if id_ is not None else None
+        if id_ is not None and existing is not None and not existing.get("deleted"):
             raise duplicate("id", id_)
-        if any(obj["name"] == name for obj in live):
+        if any(not obj.get("deleted") for obj in self.store.where(kind, "name", name)):
             raise duplicate("name", name)
 
     def _set_status(self, obj: dict, p: dict) -> None:
@@ -670,7 +670,7 @@ class ChargebeeBackend:
         invoice = self.live(entity, "invoice", p["invoice_id"], "invoice_id")
         if p.get("customer_id") and p["customer_id"] != invoice["customer_id"]:
             raise wrong_value("customer_id", "is not the customer of the invoice")
-        count = len(self.store.all("order")) + 1
+        count = self.store.count("order") + 1
         order = {
             "id": id_,
             "document_number": str(count),
