@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Protocol
@@ -42,6 +43,15 @@ class RunningSandbox:
 
     def reset_stats(self) -> dict:
         return requests.post(self.url + "/_sandbox/stats/reset", timeout=10).json()
+
+    def wait_until_idle(self, timeout: float = 30) -> None:
+        """Until no request is being answered: a request of a finished run that still hangs
+        (the timeout knob) would be counted in the next run's stats."""
+        deadline = time.monotonic() + timeout
+        while self.stats()["in_flight"]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.kind} sandbox: requests still in flight")
+            time.sleep(0.1)
 
     def set_knobs(self, **changes) -> dict:
         return requests.post(self.url + "/_sandbox/knobs", json=changes, timeout=10).json()

@@ -236,6 +236,7 @@ class Sandbox:
                 "operations": by_operation,
                 "faults": faults,
                 "connections": connections,
+                "in_flight": self.in_flight,
             }
         )
 
