@@ -17,6 +17,7 @@ from tests.harness import (
     cb_all,
     cb_client,
     expected_chargebee,
+    is_write,
     webshop_get,
     webshop_patch,
 )
@@ -199,6 +200,27 @@ def test_parents_beyond_the_memory_cap_are_found_in_the_link_store(sync):
     operations = sync.chargebee.stats()["operations"]
     lookups = [op for op in operations if "retrieve" in op.lower() and "famil" not in op.lower()]
     assert not lookups, operations  # GET /{resource}/{id}: a parent looked up in Chargebee
+
+
+def test_new_inactive_items_are_archived_in_batches_after_their_prices(sync):
+    """Archivals in batches of 1, each as soon as its product's maps ran (the other tests run
+    the default batch, which the state messages and the end empty): every inactive
+    product's item archived after its price, no call refused."""
+    sync.env["SYNC_ARCHIVE_BATCH"] = "1"
+    sync.chargebee.reset_stats()
+    sync.run()
+    assert sync.last_report()["rejected"] == 0, sync.last_report()["rejections"]
+    assert_mirrors(sync, expected_chargebee(sync))
+    inactive = [p for p in webshop_get(sync, "products") if not p.get("active")]
+    assert len(inactive) >= 2  # more than one batch
+    items = {i["id"]: i for i in cb_all(cb_client(sync.chargebee), "items")}
+    assert all(items[f"cws_{p['id']}"]["status"] == "archived" for p in inactive)
+    statuses = sync.chargebee.stats()["operations"]
+    refused = {
+        op: n for op, by in statuses.items() if is_write(op) for code, n in by.items()
+        if code >= "400"
+    }  # fmt: skip
+    assert not refused, refused
 
 
 def test_link_store_on_postgresql(tmp_path, shop, chargebee):

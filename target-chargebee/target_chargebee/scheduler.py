@@ -38,6 +38,10 @@ T = TypeVar("T")
 #: Parents kept in memory, the most recently used: an older one is found again in the link
 #: store (one indexed read), so memory stays flat however many records a run brings.
 KNOWN_PARENTS = 20_000
+#: New items to archive that wait for a batch: archiving waits until no record is being
+#: written (their prices among them), so one at a time stalled every write in flight once
+#: per inactive product. Before a state message and at the end the rest go too.
+ARCHIVE_BATCH = 100
 
 
 class Scheduler:
@@ -58,6 +62,7 @@ class Scheduler:
         self.known: OrderedDict[Ref, str] = OrderedDict()
         # read per run, not at import: tests lower it to reach the link store
         self.known_parents = int(os.environ.get("SYNC_KNOWN_PARENTS") or KNOWN_PARENTS)
+        self.archive_batch = int(os.environ.get("SYNC_ARCHIVE_BATCH") or ARCHIVE_BATCH)
         self.found: dict[Ref, str] = {}  # parents only Chargebee has (no link): never evicted
         self.absent: set[Ref] = set()  # parents looked up this run and not found
         self.rejected_refs: dict[Ref, str] = {}  # parents refused this run, with the reason
@@ -83,8 +88,9 @@ class Scheduler:
 
     @property
     def has_unfinished_checks(self) -> bool:
-        """Missing parents to look up, or new items to archive (`verify` does both)."""
-        return bool(self.unverified or self.to_archive)
+        """Missing parents to look up, or a batch of new items to archive (`verify` does
+        both)."""
+        return bool(self.unverified) or len(self.to_archive) >= self.archive_batch
 
     def submit(self, resource: str, record: dict[str, Any]) -> None:
         """One record from the stream maps (the reader's thread)."""
@@ -115,29 +121,32 @@ class Scheduler:
         """After the maps of one source record ran: parents still missing are looked up in
         Chargebee now. Not before, because the same source record often brings them (an
         order's invoice comes from the same webshop order, after it). And new items that
-        are to be archived are archived now, after their prices."""
+        are to be archived are archived, after their prices, once a batch of them waits."""
         with self.lock:
             refs, self.unverified = self.unverified, set()
             for ref in refs:
                 if ref in self.waiting and not self.running[ref] and self._lookup(ref):
                     self._release(ref)
-            if self.to_archive:
+            if len(self.to_archive) >= self.archive_batch:
                 self._archive_deferred()
 
     def settle(self) -> None:
-        """Wait until no record is upserting (before state is taken, at the end)."""
+        """Wait until no record is upserting, and archive the new items that wait for it
+        (before state is taken: a bookmark past a product means its item is as it says)."""
         with self.lock:
             while sum(self.running.values()):
                 self.changed.wait()
             self._raise_failure()
+            if self.to_archive:
+                self._archive_deferred()
 
     def finish(self) -> None:
         """End of input: retry what waits for a parent; dead-letter what still cannot go."""
         self.settle()
         with self.lock:
-            if self.to_archive:
-                self._archive_deferred()
             self._finish()
+            if self.to_archive:  # items released by the retries above
+                self._archive_deferred()
 
     def close(self) -> None:
         self.pool.shutdown()
