@@ -265,9 +265,14 @@ def test_the_pages_read_ahead_across_streams_stay_within_the_runs_budget():
     lists = {name: ListInMemory(name, 5000, 400) for name in ("customers", "items", "orders")}
     reads = start_reads(lists, workers=4)
     customers = reads.records("customers")
-    next(customers)  # the consumer takes one record, then is slow: the reads run ahead
-    time.sleep(0.5)
-    handed_out = sum(fetch.handed_out for fetch in lists.values())
+    next(customers)  # the consumer takes one record, then waits: the reads run ahead
+    handed_out, deadline = -1, time.monotonic() + 10
+    while time.monotonic() < deadline:  # until they stop for want of room
+        before, handed_out = handed_out, sum(fetch.handed_out for fetch in lists.values())
+        if handed_out == before:
+            break
+        time.sleep(0.3)
+    assert handed_out >= 1000  # they did run ahead: the bound below is not met by waiting
     # Besides the budget's pages, per stream: one held between its slices and its own buffer,
     # one a slice may take while its stream waits on it, the part of a page the first slice's
     # cut drops, the probe's record; and the page being emitted.

@@ -41,8 +41,8 @@ SLICES_PER_WORKER = 4
 #: Pages a slice may read ahead of the one being yielded.
 BUFFERED_PAGES = 8
 #: Pages all the run's buffers may hold, per list request in flight (a page waits as the
-#: response's bytes, 40-90 KB per 100 records): at 250 ms per request, 4 left the emulator's
-#: densely written lists a third slower to read than with no limit, 8 a tenth.
+#: response's bytes, 40-90 KB per 100 records): at 250 ms per request, the emulator's densely
+#: written lists took 8.0-8.5 s to read with 4, 6.0-6.9 s with 8, 5.6-5.8 s with no limit.
 PAGES_AHEAD_PER_WORKER = 8
 
 
@@ -225,7 +225,6 @@ class _Buffer:
     def __init__(self, stops: tuple[threading.Event, ...], lane: Lane) -> None:
         self.stops = stops  # any of them set: nobody takes pages any more
         self.lane = lane
-        self.budget = lane.budget
         self._items: deque[t.Any] = deque()
         self._slots = 0  # slots taken here, for pages in `_items` or being read
         self._awaited = False  # the yielding thread waits on this buffer
@@ -233,6 +232,10 @@ class _Buffer:
     @property
     def stopped(self) -> bool:
         return any(stop.is_set() for stop in self.stops)
+
+    @property
+    def budget(self) -> PageBudget:
+        return self.lane.budget
 
     def reserve(self) -> bool:
         """Wait for a slot for the next page (False: the reading was stopped, nobody would
@@ -251,26 +254,26 @@ class _Buffer:
     def release(self) -> None:
         """Give back a slot whose page will not come (the read failed or stopped)."""
         with self.budget.changed:
-            self._slots -= 1
-            self.budget.held -= 1
-            self.budget.changed.notify_all()
+            self._give_back_slot()
 
-    def put(self, page: Page) -> None:
-        """A page into the slot reserved for it."""
-        self._append(page)
+    def _give_back_slot(self) -> None:  # under the budget's lock
+        self._slots -= 1
+        self.budget.held -= 1
+        self.budget.changed.notify_all()
+
+    def put(self, item: Page | object) -> None:
+        """A page into the slot reserved for it, or the end, or the reading's error."""
+        with self.budget.changed:
+            self._items.append(item)
+            self.budget.changed.notify_all()
 
     def put_waiting(self, page: Page) -> None:
         """A page read without a slot: wait for one (unless the reading was stopped)."""
         if self.reserve():
-            self._append(page)
+            self.put(page)
 
     def end(self, error: Exception | None = None) -> None:
-        self._append(self._END if error is None else error)
-
-    def _append(self, item: t.Any) -> None:
-        with self.budget.changed:
-            self._items.append(item)
-            self.budget.changed.notify_all()
+        self.put(self._END if error is None else error)
 
     def pages(self) -> t.Iterator[Page]:
         budget = self.budget
@@ -283,10 +286,8 @@ class _Buffer:
                     budget.changed.wait()
                 self._awaited = False
                 item = self._items.popleft()
-                if item is not self._END and not isinstance(item, Exception):
-                    self._slots -= 1
-                    budget.held -= 1
-                    budget.changed.notify_all()
+                if isinstance(item, Page):
+                    self._give_back_slot()
             if item is self._END:
                 return
             if isinstance(item, Exception):
