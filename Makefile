@@ -8,15 +8,17 @@ PYTHON ?= python3
 install: $(VENV)/.installed
 
 # The core, the plugins that depend on it, then the root distribution that depends on all of
-# them: all editable, in one pip run, which resolves the local names to these directories.
+# them: all editable, in one run, which resolves the local names to these directories.
+# uv installs what pip would (bytecode compiled, as pip does) in about 17 s instead of 74 s on
+# a fresh 2-core machine: the install is part of every CI run. The venv keeps its own pip.
 DISTRIBUTIONS := common tap-customwebshop target-chargebee tap-chargebee target-customwebshop
 $(VENV)/.installed: pyproject.toml $(DISTRIBUTIONS:%=%/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet 'uv>=0.9'
 	@# In a venv from before the split the root distribution owned the plugins' executables;
 	@# upgrading it after the plugins are installed would delete them: remove it first.
-	$(BIN)/pip uninstall --quiet --yes webshop-chargebee-sync 2>/dev/null || true
-	$(BIN)/pip install --quiet $(DISTRIBUTIONS:%=-e ./%) -e '.[dev]'
+	$(BIN)/uv pip uninstall --quiet --python $(BIN)/python webshop-chargebee-sync 2>/dev/null || true
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode $(DISTRIBUTIONS:%=-e ./%) -e '.[dev]'
 	touch $@
 
 # Sandboxes, `meltano run sync` both ways, an edit made in Chargebee arriving in the webshop.

@@ -159,7 +159,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         for line in _LINES["convergence"]:
             terminalreporter.write_line(line)
     if _LINES["tenants"]:
-        terminalreporter.section("three tenants in parallel (tests/test_tenants.py)")
+        terminalreporter.section("tenants in parallel (tests/test_tenants.py)")
         for line in _LINES["tenants"]:
             terminalreporter.write_line(line)
     if _LINES["fault_row"]:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from sync_common.links import LinkStore
+from tests.convergence import extra_seeds
 from tests.fault_ledger import Tally, World, prepared, settle, status
 from tests.harness import cb_client, webshop_patch
 
@@ -43,7 +44,16 @@ def wait_for(condition: Callable[[], bool], process, what: str, seconds: float =
         time.sleep(0.05)
 
 
-KILLS = [(1, "target-chargebee"), (5, "target-customwebshop"), (6, "target-chargebee")]
+TARGETS = ("target-chargebee", "target-customwebshop")
+#: One kill of each target on every `make test`; more seeds with SYNC_KILL_SEEDS, written as
+#: SYNC_CONVERGENCE_SEEDS is (`6-20`, `6,9`, or a count: `10`), an even one killing
+#: target-chargebee.
+KILLS = [(1, TARGETS[0]), (5, TARGETS[1])]
+KILLS += [
+    (seed, TARGETS[seed % 2])
+    for seed in extra_seeds(os.environ.get("SYNC_KILL_SEEDS"))
+    if seed not in dict(KILLS)
+]
 
 
 @BY_MELTANO

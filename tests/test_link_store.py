@@ -8,13 +8,18 @@ import datetime
 import decimal
 import fcntl
 import multiprocessing
+import subprocess
+import sys
 import threading
 import time
 
+import alembic.script
 import pytest
 import sqlalchemy
 
 from sync_common.links import (
+    MIGRATIONS,
+    SCHEMA_HEAD,
     LinkConflict,
     LinkedSystems,
     LinkStore,
@@ -188,9 +193,23 @@ def test_a_store_made_before_migrations_is_upgraded_in_place(store_url):
     engine = sqlalchemy.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.connect() as db:
         assert db.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).scalar() == (
-            "0003"
+            SCHEMA_HEAD
         )
     engine.dispose()
+
+
+def test_the_schema_head_is_the_newest_migration_and_a_current_store_opens_without_alembic(
+    store_url,
+):
+    assert alembic.script.ScriptDirectory(str(MIGRATIONS)).get_current_head() == SCHEMA_HEAD
+    LinkStore(store_url).close()  # made, at the head
+    reopen = (
+        "import sys; from sync_common.links import LinkStore; "
+        f"LinkStore({store_url!r}).close(); print(sorted(m for m in sys.modules if 'alembic' in m))"
+    )
+    done = subprocess.run([sys.executable, "-c", reopen], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"  # Alembic's import is a fifth of a plugin's start-up
 
 
 def _open(url: str, systems: LinkedSystems) -> str:

@@ -23,9 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import alembic.command
-import alembic.config
-import alembic.script
 import sqlalchemy as sa
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
@@ -384,11 +381,10 @@ class LinkStore:
         if url.get_backend_name() == "sqlite" and (file is None or not file.is_file()):
             raise NoLinkStore(f"there is no link store at {self.location}")  # nor makes one
         with _schema_lock(url, shared=True):
-            if not sa.inspect(self._engine).has_table("alembic_version"):
-                raise NoLinkStore(f"there is no link store at {self.location}")
-            with self._engine.connect() as db:
-                version = db.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-        if version != _schema_head():
+            version = _schema_version(self._engine)
+        if version is None:
+            raise NoLinkStore(f"there is no link store at {self.location}")
+        if version != SCHEMA_HEAD:
             raise NoLinkStore(
                 f"the link store {self.location} is at schema {version}: the next run of a "
                 "target upgrades it"
@@ -690,8 +686,12 @@ def _store_url(url: str) -> sa.URL:
     return parsed
 
 
-def _schema_head() -> str | None:
-    return alembic.script.ScriptDirectory(str(MIGRATIONS)).get_current_head()
+def _schema_version(engine: sa.Engine) -> str | None:
+    """The migration a store is at (None: no store there yet)."""
+    if not sa.inspect(engine).has_table("alembic_version"):
+        return None
+    with engine.connect() as db:
+        return db.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def _sqlite_file(url: sa.URL) -> Path | None:
@@ -714,6 +714,9 @@ def _make_private(url: sa.URL) -> None:
 
 #: The schema's versions, oldest first (Alembic): `_metadata` above is their sum.
 MIGRATIONS = Path(__file__).with_name("migrations")
+#: The newest of them (tests/test_link_store.py checks it is Alembic's head): a run that finds
+#: its store there needs no Alembic, whose import is a fifth of a plugin's start-up.
+SCHEMA_HEAD = "0003"
 #: Serialises migrations of one PostgreSQL database (pg_advisory_xact_lock's key).
 _MIGRATION_LOCK = 0x5C_11_4B_00
 
@@ -737,6 +740,14 @@ def _migrate(engine: sa.Engine, url: sa.URL) -> None:
     """Create the store, or upgrade one made by an earlier version, in place. Several
     processes may open a new store at once: PostgreSQL serialises them with an advisory
     lock, SQLite with a lock file beside the database; the later ones find it current."""
+    file = _sqlite_file(url)
+    if file is None or file.stat().st_size > 0:  # a new file is made alone (see _schema_lock)
+        with _schema_lock(url, shared=True):
+            if _schema_version(engine) == SCHEMA_HEAD:
+                return
+    import alembic.command  # noqa: PLC0415 (only to make or upgrade a store: see SCHEMA_HEAD)
+    import alembic.config  # noqa: PLC0415
+
     config = alembic.config.Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with _schema_lock(url, shared=False), engine.begin() as connection:
