@@ -11,6 +11,7 @@ import contextlib
 import datetime
 import decimal
 import fcntl
+import functools
 import hashlib
 import json
 import math
@@ -533,11 +534,10 @@ class LinkStore:
             given.update({name: value for name, value in state.items() if value is not None})
             if version is not None or hash_ is not None:
                 given[f"{side}_synced_at"] = now
-        key = {"resource": resource, "webshop_id": str(webshop_id)}
-        upsert = self._insert(_links).values(**key, **given)
-        upsert = upsert.on_conflict_do_update(index_elements=list(key), set_=given)
+        params = {"resource": resource, "webshop_id": str(webshop_id), **given}
+        upsert = _link_upsert(tuple(given))
         try:
-            return self._write_link(upsert)
+            return self._write_link(upsert, params)
         except sa.exc.IntegrityError:
             taken = self.get_by_chargebee(resource, chargebee_id)
             if taken is None or taken.webshop_id != str(webshop_id):
@@ -548,11 +548,11 @@ class LinkStore:
                 ) from None
         # PostgreSQL: a concurrent insert of this very link can trip the Chargebee-id index
         # (ON CONFLICT guards only the webshop-id one); the row exists now, so this updates it.
-        return self._write_link(upsert)
+        return self._write_link(upsert, params)
 
-    def _write_link(self, upsert: Any) -> Link:
+    def _write_link(self, upsert: sa.TextualSelect, params: dict[str, Any]) -> Link:
         with self._engine.begin() as db:
-            row = db.execute(upsert.returning(*_LINK_COLUMNS)).one()
+            row = db.execute(upsert, params).one()
         return Link(**row._mapping)
 
     def _one(self, resource: str, condition: sa.ColumnElement[bool]) -> Link | None:
@@ -684,6 +684,23 @@ def _store_url(url: str) -> sa.URL:
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
         raise LinkStoreUnavailable(f"unsupported link store database: {parsed.drivername}")
     return parsed
+
+
+@functools.cache
+def _link_upsert(columns: tuple[str, ...]) -> sa.TextualSelect:
+    """Insert a link, or update these columns of it, and return it: as text, which reads the
+    same on SQLite and PostgreSQL and which SQLAlchemy compiles once (it cannot cache SQLite's
+    on_conflict_do_update, and compiling that at each save was most of a save's CPU)."""
+    names = ("resource", "webshop_id", *columns)
+    sql = (
+        f"INSERT INTO {_links.name} ({', '.join(names)}) "
+        f"VALUES ({', '.join(f':{name}' for name in names)}) "
+        "ON CONFLICT (resource, webshop_id) DO UPDATE SET "
+        f"{', '.join(f'{name} = excluded.{name}' for name in columns)} "
+        f"RETURNING {', '.join(column.name for column in _LINK_COLUMNS)}"
+    )
+    typed = [sa.bindparam(name, type_=_links.c[name].type) for name in names]
+    return sa.text(sql).bindparams(*typed).columns(*_LINK_COLUMNS)
 
 
 def _schema_version(engine: sa.Engine) -> str | None:
