@@ -9,8 +9,8 @@ install: $(VENV)/.installed
 
 # The core, the plugins that depend on it, then the root distribution that depends on all of
 # them: all editable, in one run, which resolves the local names to these directories.
-# uv installs what pip would (bytecode compiled, as pip does) in about 17 s instead of 74 s on
-# a fresh 2-core machine: the install is part of every CI run. The venv keeps its own pip.
+# uv installs what pip would (bytecode compiled, as pip does): `make install` in a fresh venv
+# took 27 s instead of pip's 74 s on 2 cores, and every CI run installs. The venv keeps pip.
 DISTRIBUTIONS := common tap-customwebshop target-chargebee tap-chargebee target-customwebshop
 $(VENV)/.installed: pyproject.toml $(DISTRIBUTIONS:%=%/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)

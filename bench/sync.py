@@ -36,6 +36,7 @@ from measure import (
 )
 
 from sync_common.chargebee import ChargebeeClient
+from sync_common.links import LinkStore
 from sync_sandbox.process import start_sandbox
 
 REPO = Path(__file__).resolve().parents[1]
@@ -234,6 +235,24 @@ def client_cpu_per_request(chargebee) -> float:
     client = ChargebeeClient(chargebee.url + "/api/v2", KEYS["chargebee"],
                              requests_per_minute=0, max_concurrency=0)  # fmt: skip
     return cpu_per_call(lambda: client.get("/customers", {"limit": 1}))
+
+
+def link_store_cpu_per_save(tmp: Path) -> float:
+    """CPU seconds a save costs a SQLite link store (a target saves a link after each write):
+    inserts of new links with both bases, then updates of one side."""
+    store = LinkStore(f"sqlite:///{tmp / 'save-bench.db'}")
+    numbers = itertools.count()
+
+    def save() -> None:
+        n = next(numbers)
+        store.save("customers", str(n % 500), f"cws_{n % 500}", webshop_version=n,
+                   chargebee_hash=str(n), deterministic_id=f"cws_{n % 500}",
+                   webshop_base={"email": f"{n}@example.com"}, chargebee_base={"n": n})  # fmt: skip
+
+    try:
+        return cpu_per_call(save, calls=1000)
+    finally:
+        store.close()
 
 
 def bare_session_cpu_per_request(chargebee) -> float:
@@ -471,6 +490,7 @@ def measure_all(bench: Bench, args: argparse.Namespace) -> None:  # noqa: PLR091
 
     http_cpu = client_cpu_per_request(cb)
     bare_cpu = bare_session_cpu_per_request(cb)
+    save_cpu = link_store_cpu_per_save(tmp)
     print("waiting for the budget runs", flush=True)
     for thread in budget_threads:
         thread.join()
@@ -538,7 +558,8 @@ def measure_all(bench: Bench, args: argparse.Namespace) -> None:  # noqa: PLR091
     )
     say(
         f"   the plugins' HTTP client alone: {http_cpu * 1e6:.0f} µs CPU per request; a bare "
-        f"requests.Session: {bare_cpu * 1e6:.0f} µs (the same GET on the emulator)"
+        f"requests.Session: {bare_cpu * 1e6:.0f} µs (the same GET on the emulator); the "
+        f"link store alone: {save_cpu * 1e6:.0f} µs CPU per save (SQLite)"
     )
     say(
         f"   the first sync made {first_calls / rows['target-chargebee']['records']:.2f} "

@@ -9,15 +9,16 @@ a second does not: each pair of tenants is isolated alike.)"""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import time
 from collections import Counter
-from pathlib import Path
 
 import psycopg
 import pytest
 
+from sync_common.run_lock import WAITING
 from tests.harness import (
     BIN,
     CHARGEBEE_KEY,
@@ -37,8 +38,6 @@ pytestmark = pytest.mark.meltano
 
 TENANTS = ("tenant_a", "tenant_b")
 GENERATE = "customers=12,products=6,orders=12"
-#: What a target logs when another run of its pair holds the run lock (sync_common.run_lock).
-WAITING = "holds the link store's run lock"
 
 
 def tenant_sync(home, number: int, name: str, pg_database: str) -> TwoWaySync:
@@ -59,22 +58,32 @@ def tenant_sync(home, number: int, name: str, pg_database: str) -> TwoWaySync:
     return sync
 
 
-def start(sync: TwoWaySync, name: str, *extra: str, log: Path | None = None) -> subprocess.Popen:
-    """`meltano run sync` of one tenant; its log to a pipe, or to `log` to read while it runs."""
-    command = [*sync.command(), "--state-id-suffix", name, *extra]
-    stderr = subprocess.PIPE if log is None else log.open("w")
-    return subprocess.Popen(
-        command, cwd=REPO, env=sync.env, stdout=subprocess.DEVNULL, stderr=stderr, text=True,
-    )  # fmt: skip
+_RUN_NUMBERS = itertools.count()
 
 
-def finish(process: subprocess.Popen, log: Path | None = None) -> tuple[int, str]:
-    _, piped = process.communicate(timeout=900)
-    return process.returncode, piped if log is None else log.read_text()
+class Run:
+    """`meltano run sync` of one tenant in the background, its log in a file (readable while
+    it runs)."""
+
+    def __init__(self, sync: TwoWaySync, name: str, *extra: str) -> None:
+        self.log = sync.tmp / f"run-{next(_RUN_NUMBERS)}.log"
+        command = [*sync.command(), "--state-id-suffix", name, *extra]
+        with self.log.open("w") as stderr:
+            self.process = subprocess.Popen(
+                command, cwd=REPO, env=sync.env, stdout=subprocess.DEVNULL, stderr=stderr
+            )
+
+    def says(self, text: str) -> bool:
+        return text in self.log.read_text()
+
+    def finish(self) -> tuple[int, str]:
+        self.process.wait(timeout=900)
+        return self.process.returncode, self.log.read_text()
 
 
 def run_all(syncs: dict[str, TwoWaySync]) -> None:
-    for name, (code, log) in {n: finish(start(s, n)) for n, s in syncs.items()}.items():
+    runs = {name: Run(sync, name) for name, sync in syncs.items()}
+    for name, (code, log) in {name: run.finish() for name, run in runs.items()}.items():
         assert code == 0, f"{name}: {log[-3000:]}"
 
 
@@ -101,23 +110,22 @@ def test_tenants_in_parallel_with_an_overlapping_run(tmp_path, pg_database, reco
                        check=True, capture_output=True)  # fmt: skip
         # its forward sync lasts past the overlapping run's start-up, however slow the machine
         first.chargebee.set_knobs(latency_ms=3000)
-        running = {name: start(sync, name) for name, sync in syncs.items()}
+        running = {name: Run(sync, name) for name, sync in syncs.items()}
         deadline = time.monotonic() + 300
         while not first.target_processes() and time.monotonic() < deadline:
             time.sleep(0.2)  # the first run's forward sync has started: it holds the lock
-        overlap_log_path = tmp_path / "overlapping.log"
-        overlapping = start(first, TENANTS[0], "--force", log=overlap_log_path)
+        overlapping = Run(first, TENANTS[0], "--force")
         while (
-            WAITING not in overlap_log_path.read_text()
-            and overlapping.poll() is None
+            not overlapping.says(WAITING)
+            and overlapping.process.poll() is None
             and time.monotonic() < deadline
         ):
             time.sleep(0.2)  # until the overlapping run's target says it waits for the lock
-        assert WAITING in overlap_log_path.read_text(), "the overlapping run did not wait"
+        assert overlapping.says(WAITING), "the overlapping run did not wait"
         time.sleep(1)  # it waits (at least this long): let both runs finish
         first.chargebee.set_knobs(latency_ms=0)
-        results = {name: finish(process) for name, process in running.items()}
-        overlap_code, overlap_log = finish(overlapping, overlap_log_path)
+        results = {name: run.finish() for name, run in running.items()}
+        overlap_code, overlap_log = overlapping.finish()
         for name, (code, log) in results.items():
             assert code == 0, f"{name}: {log[-3000:]}"
         assert overlap_code == 0, overlap_log[-3000:]

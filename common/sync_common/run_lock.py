@@ -212,6 +212,10 @@ class RunLock:
         return value - (1 << 32) if value >= 1 << 31 else value
 
 
+#: How a target's log says it waits for another run (tests/test_tenants.py looks for it).
+WAITING = "it holds the link store's run lock"
+
+
 def hold_for_run(store: LinkStore, plugin: str, wait: int | None, logger: Any) -> float:
     """Take the run lock of `store` for a target's run, before its first write; the seconds
     waited. When another run holds it past `wait` seconds (the run_lock_wait setting) this
@@ -222,9 +226,7 @@ def hold_for_run(store: LinkStore, plugin: str, wait: int | None, logger: Any) -
             holder_description(plugin, store.run_id),
             wait_seconds,
             on_wait=lambda who: logger.warning(
-                "Waiting up to %g s for %s to finish: it holds the link store's run lock",
-                wait_seconds,
-                who,
+                "Waiting up to %g s for %s to finish: %s", wait_seconds, who, WAITING
             ),
         )
     except RunLockHeld as exc:
