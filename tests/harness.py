@@ -30,7 +30,7 @@ from sync_common.links import LinkedSystems
 from sync_sandbox.process import RunningSandbox
 from target_chargebee.params import CONTROL_FIELDS, remote_value, to_params, wire_value
 from tests import direct_run
-from tests.direct_run import BIN, REPO, isolated_meltano_env
+from tests.direct_run import BIN, REPO, isolated_meltano_env, known_catalogs
 from tests.plugin_forks import start_sandbox
 
 WEBSHOP_KEY = "test_webshop_key_0123456789"
@@ -90,6 +90,8 @@ class Sync:
             "TARGET_CHARGEBEE_MAX_CONCURRENCY": "4",
             "SYNC_TEST_MARKER": uuid.uuid4().hex,  # finds this test's processes
         }
+        if self.meltano:
+            self.env.update(known_catalogs())
 
     #: What `meltano run` runs: the forward pair here, the `sync` job in TwoWaySync.
     blocks: tuple[str, ...] = ("tap-customwebshop", "target-chargebee")

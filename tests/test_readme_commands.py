@@ -13,10 +13,10 @@ import shlex
 import subprocess
 
 import pytest
-import yaml
 from meltano.core.plugin import PluginType
 
 from sync_common import links_cli
+from tests import direct_run
 from tests.harness import BIN, REPO, isolated_meltano_env
 
 DOCUMENTS = sorted(
@@ -73,7 +73,7 @@ def subcommand(words: tuple[str, ...]) -> tuple[int, tuple[str, ...]]:
 
 
 def project_plugins() -> dict[str, dict]:
-    plugins = yaml.safe_load((REPO / "meltano.yml").read_text())["plugins"]
+    plugins = direct_run.project()["plugins"]  # parsed once: this is asked per test collected
     return {plugin["name"]: plugin for kind in plugins.values() for plugin in kind}
 
 
