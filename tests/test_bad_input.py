@@ -11,10 +11,13 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sync_common.links import LinkStore
 from tests.fault_ledger import Changes, Tally, World, count, injected, make_changes, status
@@ -41,8 +44,8 @@ def inject(db: Path, resource: str, like: int, **changes) -> int:
         new_id = conn.execute(
             "SELECT max(id) + 1 FROM records WHERE resource = ?", (resource,)
         ).fetchone()[0]
-        stamp = conn.execute("SELECT max(updated_at) FROM records").fetchone()[0]
-        stamp = stamp[:-4] + f"{int(stamp[-4:-1]) + 1:03d}Z"  # one millisecond later
+        newest = conn.execute("SELECT max(updated_at) FROM records").fetchone()[0]
+        stamp = later_by_a_millisecond(newest)
         data.update(id=new_id, version=1, updated_at=stamp, deleted_at=None, **changes)
         if resource == "orders":
             data["number"] = f"WS-{new_id:06d}"
@@ -51,6 +54,14 @@ def inject(db: Path, resource: str, like: int, **changes) -> int:
             (resource, new_id, stamp, json.dumps(data)),
         )
     return new_id
+
+
+def later_by_a_millisecond(stamp: str) -> str:
+    """The webshop's `updated_at` (microseconds, Z) one millisecond after `stamp`. (Adding 1
+    to the digits before the Z made ".237999Z" into ".2371000Z", which is earlier: the tap's
+    bookmark was already past the record, and the test found it lost.)"""
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00")) + timedelta(milliseconds=1)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def first_live(db: Path, resource: str, where: str = "1") -> dict:
@@ -122,6 +133,14 @@ class BadInputs:
         self.unicode_id = inject(
             db, "customers", customer["id"], email="zoe@example.com", **UNICODE
         )
+
+
+@given(st.datetimes(datetime(2000, 1, 1), datetime(2099, 12, 31)))
+def test_an_injected_record_is_newer_than_every_record_in_the_webshops_order(moment):
+    stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # the webshop's, compared as text
+    later = later_by_a_millisecond(stamp)
+    assert later > stamp and len(later) == len(stamp)
+    assert datetime.fromisoformat(later[:-1]) - moment == timedelta(milliseconds=1)
 
 
 @pytest.fixture(scope="module")

@@ -345,13 +345,14 @@ def test_a_new_project_added_from_the_hub_definition_knows_every_setting(tmp_pat
     kind = hub.plugin_type(name)[:-1]
     meltano = str(BIN / "meltano")
     run = {"cwd": tmp_path, "capture_output": True, "text": True, "timeout": 60}
+    env = {k: v for k, v in direct_run.scheduler_env(os.environ).items()
+           if not k.startswith(name.upper().replace("-", "_"))}  # fmt: skip
     added = subprocess.run(
         [meltano, "add", "--plugin-type", kind, name, "--from-ref", str(path), "--no-install"],
-        **run,
-    )
+        env=env, **run,
+    )  # fmt: skip
     assert added.returncode == 0, added.stderr
     prefix = name.upper().replace("-", "_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(prefix)}
     for setting in settings.values():
         value = setting["options"][0]["value"] if "options" in setting else SAMPLES[setting["kind"]]
         env[f"{prefix}_{setting['name'].upper()}"] = value
