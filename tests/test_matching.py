@@ -96,6 +96,44 @@ def test_candidate_index_keeps_keys_and_ids_only():
     assert index.get("a@x.io") == [] and len(index) == 2
 
 
+KEYS = st.sampled_from([None, "", "a@x.io", "b@x.io", "c@x.io"])
+IDS = st.one_of(st.sampled_from(["1", "2", "3", "", None]), st.integers(1, 3))
+INDEX_STEPS = st.lists(st.tuples(st.sampled_from(["add", "discard"]), KEYS, IDS), max_size=30)
+
+
+@given(st.lists(st.tuples(KEYS, IDS), max_size=10), INDEX_STEPS)
+def test_the_candidate_index_answers_as_a_dict_of_lists_would(rows, steps):
+    """The index lives in SQLite (flat memory): it answers as the plain Python model of the
+    same rule, whatever the order of adds and discards."""
+    model_keys: dict[str, list[str]] = {}
+    model_ids: set[str] = set()
+
+    def model_add(key, record_id):
+        if record_id in (None, ""):
+            return
+        model_ids.add(str(record_id))
+        if key and str(record_id) not in model_keys.setdefault(key, []):
+            model_keys[key].append(str(record_id))
+
+    for key, record_id in rows:
+        model_add(key, record_id)
+    index = CandidateIndex(rows)
+    for step, key, record_id in steps:
+        if step == "add":
+            model_add(key, record_id)
+            index.add(key, record_id)
+        else:
+            model_ids.discard(str(record_id))
+            if key and str(record_id) in model_keys.get(key, []):
+                model_keys[key].remove(str(record_id))
+            index.discard(key, record_id)
+    assert len(index) == len(model_ids)
+    for key in ["a@x.io", "b@x.io", "c@x.io"]:
+        assert index.get(key) == model_keys.get(key, [])
+    for record_id in ["1", "2", "3", 1, 2, 3]:
+        assert index.has(record_id) == (str(record_id) in model_ids)
+
+
 def test_the_report_lists_ambiguous_matches_and_a_plan_shows_the_match_report():
     report = RunReport("target-test", dry_run=True)
     for _ in range(3):

@@ -17,7 +17,8 @@ record updated before it has been yielded.
 - The probe and the first slice's next page are read at once.
 - At most `workers` slices past the one being yielded are started, each buffering at most
   `BUFFERED_PAGES` pages, and all buffers of a run together hold at most the `PageBudget`'s
-  pages (a slot is taken before the request): memory stays flat whatever the lists' lengths.
+  bytes (a page's share is taken before the request, as the mean page so far, and set to its
+  size when it comes): memory stays flat whatever the lists' lengths and their pages' sizes.
   A stream read ahead of its turn may take half the budget (`Lane`), and the buffer the
   consumer waits on is exempt, so the stream being emitted is never held back by pages read
   ahead for later ones.
@@ -40,10 +41,14 @@ from dataclasses import dataclass
 SLICES_PER_WORKER = 4
 #: Pages a slice may read ahead of the one being yielded.
 BUFFERED_PAGES = 8
-#: Pages all the run's buffers may hold, per list request in flight (a page waits as the
-#: response's bytes, 40-90 KB per 100 records): at 250 ms per request, the emulator's densely
-#: written lists took 8.0-8.5 s to read with 4, 6.0-6.9 s with 8, 5.6-5.8 s with no limit.
-PAGES_AHEAD_PER_WORKER = 8
+#: Bytes all the run's buffers may hold, per list request in flight: a page waits as the
+#: response's bytes, which vary with the records (37-86 KB per 100 in bench/reads.py's data,
+#: a mean of 232 KB in bench/volume.py's 100,000, where a budget of 64 pages held 15 MB). At
+#: 250 ms per request, reads.py's lists took 8.0-8.5 s to read with 4 pages per worker,
+#: 6.0-6.9 s with 8 (about this many bytes there), 5.6-5.8 s with no limit.
+BYTES_AHEAD_PER_WORKER = 512 * 1024
+#: A page's share of the budget before any page has come (then: the mean page so far).
+FIRST_PAGE_ESTIMATE = 64 * 1024
 
 
 class Page:
@@ -51,10 +56,14 @@ class Page:
     buffer is the response's bytes, a third of the memory of the records parsed."""
 
     def __init__(
-        self, records: list[dict] | t.Callable[[], list[dict]], next_offset: str | None
+        self,
+        records: list[dict] | t.Callable[[], list[dict]],
+        next_offset: str | None,
+        size: int = 0,
     ) -> None:
         self._records = records
         self.next_offset = next_offset
+        self.size = size  # bytes it holds while it waits: its share of the PageBudget
 
     @property
     def records(self) -> list[dict]:
@@ -187,13 +196,23 @@ class _Workers:
 
 
 class PageBudget:
-    """The pages a run's buffers may hold together (`limit`), and the one lock and condition
+    """The bytes a run's buffers may hold together (`limit`), and the one lock and condition
     every buffer of the run waits on."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.held = 0  # pages in buffers, and slots taken for pages being read
+        self.held = 0  # bytes of pages in buffers, and the shares taken for pages being read
         self.changed = threading.Condition()
+        self._pages = 0  # pages come so far, and their bytes: the estimate of the next one
+        self._bytes = 0
+
+    def estimate(self) -> int:
+        """The share a page being read takes: the mean page so far."""
+        return self._bytes // self._pages if self._pages else FIRST_PAGE_ESTIMATE
+
+    def came(self, size: int) -> None:
+        self._pages += 1
+        self._bytes += size
 
 
 class Lane:
@@ -227,6 +246,7 @@ class _Buffer:
         self.lane = lane
         self._items: deque[t.Any] = deque()
         self._slots = 0  # slots taken here, for pages in `_items` or being read
+        self._shares: deque[int] = deque()  # the shares taken for the pages being read
         self._awaited = False  # the yielding thread waits on this buffer
 
     @property
@@ -245,8 +265,10 @@ class _Buffer:
             while not self.stopped:
                 room_here = self._slots < BUFFERED_PAGES
                 if self._awaited or (room_here and budget.held < self.lane.limit):
+                    share = budget.estimate()
                     self._slots += 1
-                    budget.held += 1
+                    self._shares.append(share)
+                    budget.held += share
                     return True
                 budget.changed.wait(0.2)  # stops are events of their own: look again soon
             return False
@@ -254,18 +276,23 @@ class _Buffer:
     def release(self) -> None:
         """Give back a slot whose page will not come (the read failed or stopped)."""
         with self.budget.changed:
-            self._give_back_slot()
+            self._give_back_slot(self._shares.pop())
 
-    def _give_back_slot(self) -> None:  # under the budget's lock
+    def _give_back_slot(self, size: int) -> None:  # under the budget's lock
         self._slots -= 1
-        self.budget.held -= 1
+        self.budget.held -= size
         self.budget.changed.notify_all()
 
     def put(self, item: Page | object) -> None:
-        """A page into the slot reserved for it, or the end, or the reading's error."""
-        with self.budget.changed:
+        """A page into the slot reserved for it (its share becomes its size), or the end, or
+        the reading's error."""
+        budget = self.budget
+        with budget.changed:
+            if isinstance(item, Page):  # one reader per buffer: its pages come in order
+                budget.held += item.size - self._shares.popleft()
+                budget.came(item.size)
             self._items.append(item)
-            self.budget.changed.notify_all()
+            budget.changed.notify_all()
 
     def put_waiting(self, page: Page) -> None:
         """A page read without a slot: wait for one (unless the reading was stopped)."""
@@ -287,7 +314,7 @@ class _Buffer:
                 self._awaited = False
                 item = self._items.popleft()
                 if isinstance(item, Page):
-                    self._give_back_slot()
+                    self._give_back_slot(item.size)
             if item is self._END:
                 return
             if isinstance(item, Exception):
@@ -326,7 +353,7 @@ class _Walk:
                     stop_at = slices[1].first
                     kept = [r for r in page.records if int(r.get("updated_at") or 0) < stop_at]
                     if len(kept) < len(page.records):
-                        page = Page(kept, None)
+                        page = Page(kept, None, page.size)
                 self.buffer.put(page)
                 if not page.next_offset:
                     break
@@ -345,7 +372,7 @@ class StreamReads:
 
     def __init__(self, workers: int) -> None:
         #: shared by every buffer of the run's reads, the streams' and their slices'
-        self.budget = PageBudget(PAGES_AHEAD_PER_WORKER * workers)
+        self.budget = PageBudget(BYTES_AHEAD_PER_WORKER * workers)
         self._reads: dict[str, _Buffer] = {}
         self._started: set[str] = set()  # a stream is read once per run
         self._lock = threading.Lock()

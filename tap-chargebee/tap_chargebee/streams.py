@@ -125,7 +125,7 @@ class ChargebeeStream(RetriesDeadLetters, RESTStream):
         def records() -> list[dict]:
             return [row[object_name] for row in msgspec.json.decode(body)["list"]]
 
-        return Page(records, msgspec.json.decode(body, type=ListAnswer).next_offset)
+        return Page(records, msgspec.json.decode(body, type=ListAnswer).next_offset, len(body))
 
     def record_path(self, record_id: str) -> str:
         return f"/{self.name}/{quote(record_id, safe='')}"
