@@ -209,7 +209,7 @@ def test_a_stream_is_read_once_per_run_though_every_stream_starts_the_reads():
 
     def pages(lane, stop):
         started.append(stop)
-        yield Page([{"id": "a"}], None)
+        yield Page([{"id": "a"}], None, 100)
 
     reads.start("customers", pages)
     assert list(reads.records("customers")) == [{"id": "a"}]

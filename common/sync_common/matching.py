@@ -61,8 +61,8 @@ class CandidateIndex:
     and the ids of all of them, keyed or not (so "does id X exist?" needs no call).
 
     Kept in a private temporary SQLite database, not in Python objects: it holds every live
-    record of the other side plus every one the run creates, and as dicts that grew a first
-    sync's memory with the data (12 MB at 43,000 entries; issue 15, goal 5). SQLite keeps
+    record of the other side plus every one the run creates, and as dicts it grew a first
+    sync's memory with the data (issue 15, goal 5: bench/volume.py). SQLite keeps
     such a database in its page cache (2 MB by default) and spills the rest to a file it
     deletes when the connection closes. Thread-safe: a target's workers share one index."""
 

@@ -42,10 +42,9 @@ SLICES_PER_WORKER = 4
 #: Pages a slice may read ahead of the one being yielded.
 BUFFERED_PAGES = 8
 #: Bytes all the run's buffers may hold, per list request in flight: a page waits as the
-#: response's bytes, which vary with the records (37-86 KB per 100 in bench/reads.py's data,
-#: a mean of 232 KB in bench/volume.py's 100,000, where a budget of 64 pages held 15 MB). At
-#: 250 ms per request, reads.py's lists took 8.0-8.5 s to read with 4 pages per worker,
-#: 6.0-6.9 s with 8 (about this many bytes there), 5.6-5.8 s with no limit.
+#: response's bytes, which vary with the records (bench/reads.py's pages are far smaller
+#: than bench/volume.py's at 100,000 records, where a budget of 64 pages let tap-chargebee's
+#: memory grow 13.4 MB; in bytes, 5.6 MB). bench/reads.py reads as fast as with 8 pages.
 BYTES_AHEAD_PER_WORKER = 512 * 1024
 #: A page's share of the budget before any page has come (then: the mean page so far).
 FIRST_PAGE_ESTIMATE = 64 * 1024
@@ -59,11 +58,12 @@ class Page:
         self,
         records: list[dict] | t.Callable[[], list[dict]],
         next_offset: str | None,
-        size: int = 0,
+        size: int,
     ) -> None:
         self._records = records
         self.next_offset = next_offset
-        self.size = size  # bytes it holds while it waits: its share of the PageBudget
+        self.size = size  # bytes it holds while it waits: its share of the PageBudget (required:
+        # a page of no size would let the reads run ahead without bound)
 
     @property
     def records(self) -> list[dict]:
