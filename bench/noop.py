@@ -19,16 +19,11 @@ from singer_sdk.sinks import RecordSink
 
 from tap_chargebee.tap import TapChargebee
 from tap_customwebshop.tap import TapCustomwebshop
-from target_chargebee.sinks import ResourceSink
 from target_chargebee.target import TargetChargebee
-from target_customwebshop.sinks import WebshopSink
 from target_customwebshop.target import TargetCustomwebshop
 
 TAPS = {"tap-customwebshop": TapCustomwebshop, "tap-chargebee": TapChargebee}
-TARGETS = {
-    "target-chargebee": (TargetChargebee, ResourceSink),
-    "target-customwebshop": (TargetCustomwebshop, WebshopSink),
-}
+TARGETS = {"target-chargebee": TargetChargebee, "target-customwebshop": TargetCustomwebshop}
 
 
 def noop_tap(like: str, recorded: Path) -> Tap:
@@ -69,17 +64,16 @@ def noop_tap(like: str, recorded: Path) -> Tap:
 
 
 def noop_target(like: str, config: Path) -> Target:
-    plugin, plugin_sink = TARGETS[like]
+    plugin = TARGETS[like]
 
     class NoopSink(RecordSink):
-        validate_schema = plugin_sink.validate_schema  # validates exactly when the plugin does
-
         def process_record(self, record: dict, context: dict) -> None:
             pass
 
     class NoopTarget(Target):
         name = "noop-target"
-        config_jsonschema = {"type": "object", "properties": {}}
+        # the plugin's settings and their defaults: it validates exactly when the plugin does
+        config_jsonschema = plugin.config_jsonschema
         message_reader_class = plugin.message_reader_class
         default_sink_class = NoopSink
 

@@ -175,23 +175,35 @@ def test_the_report_lists_ambiguous_matches_and_a_plan_shows_the_match_report():
     holds=st.lists(st.tuples(st.integers(0, 30), st.sampled_from("abcdef")), max_size=200),
     limit=st.integers(1, 12),
 )
-def test_held_records_stay_within_the_limit_and_each_comes_out_once_grouped_by_key(holds, limit):
-    """Held while fewer than MAX_HELD: the latest version of each record comes out once per
-    window, with the others of its key in that window; never more than the limit held."""
+def test_held_records_stay_within_the_limit_and_each_comes_out_grouped_by_key(holds, limit):
+    """Never more than the limit held; what comes out is one key's records, all of them held
+    then, each at its latest version; and every record's last version comes out."""
     previous, matching.MAX_HELD = matching.MAX_HELD, limit
     try:
-        held, windows, window = HeldByKey(), [], {}
-        for version, (record_id, key) in enumerate(holds):
-            window[str(record_id)] = (key, version)
-            if held.hold(str(record_id), key, {"id": str(record_id), "version": version}):
-                windows.append((held.take(), window))
-                window = {}
-        windows.append((held.take(), window))
+        held = HeldByKey()
+        latest: dict[str, tuple[str, int]] = {}  # record id -> (key, version) last held
+        holding: set[str] = set()  # record ids held now, by this test's count
+        last_out: dict[str, int] = {}  # record id -> the version that came out last
+
+        def came_out(groups: list[dict[str, dict]]) -> None:
+            for group in groups:
+                keys = {latest[record_id][0] for record_id in group}
+                assert len(keys) == 1  # one key
+                for record_id, record in group.items():
+                    assert record["version"] == latest[record_id][1]  # its latest version
+                    last_out[record_id] = record["version"]
+                holding.difference_update(group)
+                # nothing of that key stays behind
+                assert not [r for r in holding if latest[r][0] in keys]
+
+        for version, (number, key) in enumerate(holds):
+            record_id = str(number)
+            latest[record_id] = (key, version)
+            holding.add(record_id)
+            came_out(held.hold(record_id, key, {"id": record_id, "version": version}))
+            assert len(held) == len(holding) <= limit
+        came_out(held.take())
     finally:
         matching.MAX_HELD = previous
-    for groups, expected in windows:
-        got = {r["id"]: r["version"] for group in groups for r in group.values()}
-        assert got == {record_id: version for record_id, (_, version) in expected.items()}
-        assert len(got) <= limit
-        for group in groups:
-            assert len({expected[record_id][0] for record_id in group}) == 1  # one key
+    assert last_out == {record_id: version for record_id, (_, version) in latest.items()}
+    assert not holding and not len(held)

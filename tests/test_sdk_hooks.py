@@ -65,6 +65,35 @@ def test_the_sinks_see_the_source_record_beside_its_translation(
     assert record["email"] == "a@example.com"  # and its translation
 
 
+@pytest.mark.parametrize(
+    ("target_class", "sink_class", "maps"),
+    [
+        (TargetCustomwebshop, WebshopCustomers,
+         {"customers": {"__key_properties__": ["chargebee_id"], "chargebee_id": "id",
+                        "email": "email", "__else__": "__NULL__"}}),
+        (TargetChargebee, ChargebeeCustomers,
+         {"customers": {"id": "'cws_' + id", "email": "email", "__else__": "__NULL__"}}),
+    ],
+)  # fmt: skip
+def test_the_sdks_schema_check_runs_only_when_validate_records_is_set(
+    tmp_path, monkeypatch, target_class, sink_class, maps
+):
+    """The API judges a record (a refusal is dead-lettered, the run goes on); singer-sdk's
+    own check, whose failure stops the run, is off unless the setting turns it on."""
+    seen: list[dict] = []
+    monkeypatch.setattr(sink_class, "process_record", lambda self, record, _: seen.append(record))
+    not_the_schema = {"id": "7", "email": 12}  # the schema says a string
+    target = target_class(config=target_config(tmp_path, stream_maps=maps), validate_config=False)
+    assert target.config["validate_records"] is False
+    feed(target, not_the_schema)
+    assert [record["email"] for record in seen] == [12]  # handed on as it came
+    checked = target_config(tmp_path / "checked", stream_maps=maps, validate_records=True)
+    (tmp_path / "checked").mkdir()
+    target = target_class(config=checked, validate_config=False)
+    with pytest.raises(Exception, match="validation|is not of type"):
+        feed(target, not_the_schema)
+
+
 def test_a_tap_stream_writes_a_record_message_that_leaves_its_bookmark_alone(capsys):
     """sync_common.retry emits a record with an open dead letter through the streams' private
     `_write_record_message` (no public hook emits a record outside `get_records`' yield,

@@ -369,7 +369,9 @@ class LinkStore:
             postgresql.insert if parsed.get_backend_name() == "postgresql" else sqlite.insert
         )
         try:
-            self._engine = sa.create_engine(parsed, pool_pre_ping=True)
+            # a pooled PostgreSQL connection may have been dropped; a SQLite one cannot
+            pre_ping = parsed.get_backend_name() != "sqlite"
+            self._engine = sa.create_engine(parsed, pool_pre_ping=pre_ping)
             if parsed.get_backend_name() == "sqlite":
                 sa.event.listen(self._engine, "connect", _sqlite_pragmas)
             if look_only:

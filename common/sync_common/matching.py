@@ -26,9 +26,9 @@ from typing import Any
 from sync_common.links import Side
 
 #: Unlinked records a target holds back to see whether another one shares their key, before
-#: it decides (target-customwebshop and target-chargebee customers). Beyond this, the held
-#: ones are decided at once; a later one with the same key then finds its match taken (and is
-#: reported ambiguous, never linked twice). A held record keeps its source record too, some
+#: it decides (target-customwebshop and target-chargebee customers). Beyond this, the key held
+#: longest is decided; a later one with that key then finds its match taken (and is reported
+#: ambiguous, never linked twice). A held record keeps its source record too, some
 #: KB: 10,000 of them made a first sync's memory grow with the shop's size (issue 15, goal 5).
 MAX_HELD = 1_000
 
@@ -159,14 +159,20 @@ def ambiguous_letter(entry: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 class HeldByKey:
     """Unlinked records held until the tap's next state message, by matching key, so that
-    several with one key are seen together (ambiguous), whichever came first."""
+    several with one key are seen together (ambiguous), whichever came first. Beyond
+    MAX_HELD, the key held longest is let go at each new record: a target keeps writing while
+    it reads (letting all go at once left the writers idle while the next ones were read)."""
 
     def __init__(self) -> None:
-        self._held: dict[str, dict[str, dict]] = {}
+        self._held: dict[str, dict[str, dict]] = {}  # key -> record id -> record, oldest first
         self._keys: dict[str, str] = {}  # record id -> its key
 
-    def hold(self, record_id: str, key: str, record: dict) -> bool:
-        """Hold the record (its latest version); True when as many are held as may be."""
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def hold(self, record_id: str, key: str, record: dict) -> list[dict[str, dict]]:
+        """Hold the record (its latest version); the groups let go to stay within MAX_HELD
+        (record id -> record, one key each), the longest held first."""
         previous = self._keys.get(record_id)
         if previous is not None and previous != key:  # its key changed within the run
             self._held[previous].pop(record_id, None)
@@ -174,7 +180,13 @@ class HeldByKey:
                 del self._held[previous]
         self._held.setdefault(key, {})[record_id] = record
         self._keys[record_id] = key
-        return len(self._keys) >= MAX_HELD
+        let_go = []
+        while len(self._keys) > MAX_HELD:
+            group = self._held.pop(next(iter(self._held)))
+            for held_id in group:
+                del self._keys[held_id]
+            let_go.append(group)
+        return let_go
 
     def take(self) -> list[dict[str, dict]]:
         """The held records, grouped by key (record id -> record), and none held after."""

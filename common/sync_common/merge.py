@@ -42,8 +42,9 @@ def is_empty(value: Any) -> bool:
 
 def same(a: Any, b: Any) -> bool:
     """Equal as both systems store them: empties are alike, objects compare member by
-    member (a missing member is empty), and ISO timestamps compare as instants, also with
-    Chargebee's Unix seconds (a form parameter) where tap-chargebee's date-time is the base."""
+    member (a missing member is empty), and ISO timestamps compare as instants in whole
+    seconds (Chargebee keeps no fraction: the maps truncate), also with Chargebee's Unix
+    seconds (a form parameter) where tap-chargebee's date-time is the base."""
     if is_empty(a) and is_empty(b):
         return True
     if isinstance(a, Mapping) or isinstance(b, Mapping):
@@ -64,7 +65,7 @@ def same(a: Any, b: Any) -> bool:
 def _instant(text: str) -> datetime.datetime:
     if text.isdigit():  # Unix seconds
         return datetime.datetime.fromtimestamp(int(text), datetime.UTC)
-    return datetime.datetime.fromisoformat(text)
+    return datetime.datetime.fromisoformat(text).replace(microsecond=0)
 
 
 @dataclass(frozen=True)

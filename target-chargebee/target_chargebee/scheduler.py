@@ -24,6 +24,7 @@ import threading
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, TypeVar
 
 from sync_common.report import RunReport
@@ -136,11 +137,10 @@ class Scheduler:
         """Wait until no record is upserting, and archive the new items that wait for it
         (before state is taken: a bookmark past a product means its item is as it says)."""
         with self.lock:
-            while sum(self.running.values()):
-                self.changed.wait()
-            self._raise_failure()
+            self._drain()
             if self.to_archive:
                 self._archive_deferred()
+                self._drain()
 
     def finish(self) -> None:
         """End of input: retry what waits for a parent; dead-letter what still cannot go."""
@@ -149,11 +149,18 @@ class Scheduler:
             self._finish()
             if self.to_archive:  # items released by the retries above
                 self._archive_deferred()
+                self._drain()
 
     def close(self) -> None:
         self.pool.shutdown()
 
     # ---------------------------------------------------------------- jobs
+
+    def _drain(self) -> None:
+        """Wait until no record is upserting (under the lock)."""
+        while sum(self.running.values()):
+            self.changed.wait()
+        self._raise_failure()
 
     def _raise_failure(self) -> None:
         if self.failure is not None:
@@ -189,17 +196,22 @@ class Scheduler:
             det_id=det_id,
             params=resolved,
         )
-        self.running[own] += 1
-        self.pool.submit(self._work, job)
+        self._start(own, lambda: self.decisions.decide(job))
 
-    def _work(self, job: Job) -> None:
-        """A worker's part: the upsert (without the lock), its outcome counted, then what
+    def _start(self, ref: Ref, decide: Callable[[], Outcome | None]) -> None:
+        """Hand a decision about record `ref` to a worker (under the lock): until it is done,
+        the record's children and later versions wait."""
+        self.running[ref] += 1
+        self.pool.submit(self._work, ref, decide)
+
+    def _work(self, ref: Ref, decide: Callable[[], Outcome | None]) -> None:
+        """A worker's part: the decision (without the lock), its outcome counted, then what
         waited for this record."""
         outcome = None
         error: BaseException | None = None
         if self.failure is None:
             try:
-                outcome = self.decisions.decide(job)
+                outcome = decide()
             except BaseException as failure:  # noqa: BLE001 (handed to the reader's thread)
                 error = failure
         with self.lock:
@@ -209,14 +221,14 @@ class Scheduler:
                 elif outcome is not None and self.failure is None:
                     self._count(outcome)
             finally:
-                self.running[job.ref] -= 1
-                if not self.running[job.ref]:
-                    del self.running[job.ref]
+                self.running[ref] -= 1
+                if not self.running[ref]:
+                    del self.running[ref]
                 self.changed.notify_all()
-            if self.failure is None and job.ref in self.waiting:
+            if self.failure is None and ref in self.waiting:
                 # its children, and later versions of it that queued behind it
                 try:
-                    self._release(job.ref)
+                    self._release(ref)
                 except BaseException as failure:  # noqa: BLE001
                     self.failure = failure
 
@@ -258,15 +270,13 @@ class Scheduler:
             self.to_archive.append(outcome.deferred)
 
     def _archive_deferred(self) -> None:
-        while sum(self.running.values()):  # the prices of these items
-            self.changed.wait()
-        self._raise_failure()
-        jobs, self.to_archive = self.to_archive, []
-        # no worker runs, and the reader is here: the archival needs no lock
-        outcomes = self._unlocked(lambda: [self.decisions.archive(job) for job in jobs])
-        for outcome in outcomes:
-            if outcome is not None:
-                self._count(outcome)
+        """Archive the new items that wait for it, once nothing is being written (their
+        prices among them), each in a worker: one after the other, 100 archivals at 250 ms
+        a call held every write back for 25 s."""
+        self._drain()  # the prices of these items
+        attempts, self.to_archive = self.to_archive, []
+        for attempt in attempts:
+            self._start(attempt.job.ref, partial(self.decisions.archive, attempt))
 
     def _finish(self) -> None:
         progress = True

@@ -31,12 +31,6 @@ class ResourceSink(RecordSink):
     def process_record(self, record: dict, context: dict) -> None:
         self.scheduler.submit(self.stream_name, record)
 
-    @property
-    def validate_schema(self) -> bool:
-        """The SDK's jsonschema check only when `validate_records` is set: the API checks
-        every field it is sent anyway, and the check cost more CPU than the rest of the sink."""
-        return bool(self.config.get("validate_records", False))
-
 
 class CustomersSink(ResourceSink):
     """Customers; an unlinked one is held until the tap's next state message, by e-mail key:
@@ -58,17 +52,21 @@ class CustomersSink(ResourceSink):
         ):
             super().process_record(record, context)
             return
-        if self.held.hold(webshop_id, key, record):
-            self.release_held()
+        for records in self.held.hold(webshop_id, key, record):
+            self.decide(records)
 
     def release_held(self) -> None:
         """Decide the held customers (the target calls this at each state message and at
-        the end): one per e-mail goes on to be matched or created; several with one e-mail
-        are neither (skipped, in `ambiguous_matches`)."""
+        the end)."""
         for records in self.held.take():
-            if len(records) == 1:
-                self.scheduler.submit(self.stream_name, next(iter(records.values())))
-                continue
+            self.decide(records)
+
+    def decide(self, records: dict[str, dict]) -> None:
+        """Held customers with one e-mail: one goes on to be matched or created; several are
+        neither (skipped, in `ambiguous_matches`)."""
+        if len(records) == 1:
+            self.scheduler.submit(self.stream_name, next(iter(records.values())))
+        else:
             ids = sorted(records)
             for webshop_id, record in records.items():
                 entry = ambiguous_entry(

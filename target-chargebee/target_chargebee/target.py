@@ -16,7 +16,7 @@ from sync_common.guard import MAX_DELETE_PERCENT
 from sync_common.http import ApiClient
 from sync_common.links import WEBSHOP_API_URL
 from sync_common.run_lock import RUN_LOCK_WAIT
-from sync_common.target import REPORT_DIR, Preflight, SyncTarget
+from sync_common.target import REPORT_DIR, VALIDATE_RECORDS, Preflight, SyncTarget
 from target_chargebee.gateway import Gateway, PlanningGateway
 from target_chargebee.resources import RULES, FirstContact
 from target_chargebee.scheduler import Scheduler
@@ -121,6 +121,7 @@ class TargetChargebee(SyncTarget):
         MAX_DELETE_PERCENT,
         RUN_LOCK_WAIT,
         REPORT_DIR,
+        VALIDATE_RECORDS,
     ).to_dict()
 
     @staticmethod

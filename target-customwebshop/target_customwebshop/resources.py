@@ -54,11 +54,12 @@ class Skip(Exception):  # noqa: N818 (an outcome, not a failure)
     kept as a dead letter, by keep_ambiguous)."""
 
 
-def webshop_fields(record: dict) -> dict[str, Any]:
-    """The record's webshop fields; `address[x]` keys become one object (null if all empty)."""
+def webshop_fields(record: dict, references: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The record's webshop fields (not its control fields, nor `references` to other
+    records); `address[x]` keys become one object (null if all empty)."""
     fields: dict[str, Any] = {}
     for key, value in record.items():
-        if key in CONTROL_FIELDS:
+        if key in CONTROL_FIELDS or key in references:
             continue
         if isinstance(value, datetime.datetime):  # the SDK parses date-time fields; JSON wants text
             value = value.isoformat()
@@ -80,6 +81,9 @@ class WebshopRules:
     #: the webshop resource written, and the link-store resource (forward stream) it uses
     webshop_resource: ClassVar[str]
     link_resource: ClassVar[str]
+    #: mapped fields that name another Chargebee record (to find its webshop record), not
+    #: fields of this one: neither compared nor written
+    references: ClassVar[tuple[str, ...]] = ()
 
     stream: str
     api: ApiClient | PlanningClient
@@ -94,14 +98,14 @@ class WebshopRules:
     #: by the item's name too, and merge the item into it once linked.
     unlinked_items: dict[str, tuple[WebshopRules, dict]]
 
-    def upsert(self, record: dict) -> None:
-        """One record: written, matched, left unchanged, skipped or rejected, and counted."""
+    def upsert(self, record: dict, *, link: Link | None = None) -> None:
+        """One record: written, matched, left unchanged, skipped or rejected, and counted.
+        `link`: the record's, when the caller has just read it."""
         self.report.received(self.stream)
         chargebee_id = str(record["chargebee_id"])
-        fields = webshop_fields(record)
-        link = None
+        fields = webshop_fields(record, self.references)
         try:
-            link = self.links.get_by_chargebee(self.link_resource, chargebee_id)
+            link = link or self.links.get_by_chargebee(self.link_resource, chargebee_id)
             if link is None:
                 outcome = self.without_link(record, fields)
             elif self.accounted_for(link, record, fields):
@@ -421,6 +425,7 @@ class ItemPricesRules(WebshopRules):
 
     webshop_resource = "products"
     link_resource = "item_prices"
+    references = ("item_id",)
 
     @cached_property
     def product_index(self) -> tuple[CandidateIndex, CandidateIndex]:
@@ -433,7 +438,7 @@ class ItemPricesRules(WebshopRules):
         return by_sku, by_name
 
     def without_link(self, record: dict, fields: dict) -> str:
-        item_id = fields.pop("item_id", None)
+        item_id = record.get("item_id")
         item_link = self.links.get_by_chargebee("items", str(item_id)) if item_id else None
         if item_link is not None:  # the product exists: a further price is not a product
             raise Skip(f"item {item_id} already has its webshop product")
@@ -499,10 +504,6 @@ class ItemPricesRules(WebshopRules):
         link = self.links.get_by_chargebee("items", str(item_id)) if item_id else None
         if sink is not None and record is not None and link is not None and not planned:
             sink.update(link, record, webshop_fields(record))
-
-    def update(self, link: Link, record: dict, fields: dict) -> str:
-        fields.pop("item_id", None)
-        return super().update(link, record, fields)
 
 
 class OrdersRules(WebshopRules):

@@ -18,12 +18,6 @@ class WebshopSink(RecordSink):
         self.rules: WebshopRules = target.rules[self.stream_name]
         self.source = target  # its `source_record`: the record the maps translate now
 
-    @property
-    def validate_schema(self) -> bool:
-        """The SDK's jsonschema check only when `validate_records` is set: the webshop checks
-        every body against its contract anyway, and the check costs more CPU than the sink."""
-        return bool(self.config.get("validate_records", False))
-
     def preprocess_record(self, record: dict, context: dict) -> dict:
         """Keeps the Chargebee record beside its translation: the base for the forward sync."""
         return {**record, SOURCE_RECORD: self.source.source_record}
@@ -45,25 +39,29 @@ class CustomersSink(WebshopSink):
     def process_record(self, record: dict, context: dict) -> None:
         key = email_key(record.get("email"))
         chargebee_id = str(record["chargebee_id"])
-        if (
-            key is None
-            or record.get("deleted")
-            or self.rules.links.get_by_chargebee(self.rules.link_resource, chargebee_id) is not None
-        ):
+        if key is None or record.get("deleted"):
             super().process_record(record, context)
             return
-        if self.held.hold(chargebee_id, key, record):
-            self.release_held()
+        link = self.rules.links.get_by_chargebee(self.rules.link_resource, chargebee_id)
+        if link is not None:
+            self.rules.upsert(record, link=link)
+            return
+        for records in self.held.hold(chargebee_id, key, record):
+            self.decide(records)
 
     def release_held(self) -> None:
         """Decide the held customers (the target calls this at each state message and at
-        the end): one per e-mail goes on to be matched or created; several Chargebee
-        customers with one e-mail are neither (skipped, in `ambiguous_matches`)."""
+        the end)."""
         for records in self.held.take():
-            if len(records) == 1:
-                self.rules.upsert(next(iter(records.values())))
-            else:
-                self.rules.skip_ambiguous(records)
+            self.decide(records)
+
+    def decide(self, records: dict[str, dict]) -> None:
+        """Held customers with one e-mail: one goes on to be matched or created; several
+        Chargebee customers with one e-mail are neither (skipped, in `ambiguous_matches`)."""
+        if len(records) == 1:
+            self.rules.upsert(next(iter(records.values())))
+        else:
+            self.rules.skip_ambiguous(records)
 
 
 SINKS: dict[str, type[WebshopSink]] = {

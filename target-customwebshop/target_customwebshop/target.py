@@ -14,7 +14,7 @@ from sync_common.guard import MAX_DELETE_PERCENT
 from sync_common.http import ApiClient, webshop_error
 from sync_common.links import CHARGEBEE_API_URL, CHARGEBEE_SITE
 from sync_common.run_lock import RUN_LOCK_WAIT
-from sync_common.target import REPORT_DIR, Preflight, SyncTarget
+from sync_common.target import REPORT_DIR, VALIDATE_RECORDS, Preflight, SyncTarget
 from target_customwebshop.plan import PlanningClient
 from target_customwebshop.resources import RULES
 from target_customwebshop.sinks import SINKS
@@ -69,6 +69,7 @@ class TargetCustomwebshop(SyncTarget):
             "old -> new), left unchanged, skipped or rejected, and the conflicts.",
         ),
         REPORT_DIR,
+        VALIDATE_RECORDS,
     ).to_dict()
 
     @staticmethod
