@@ -1,8 +1,8 @@
 """target-chargebee's upsert decisions, in-process: the real decision layer, resource rules,
-gateway and link store (SQLite in a temporary directory), no Meltano and no threads. Where a
-decision must not talk to Chargebee, the gateway's client points at a closed port and the
-test checks it sent nothing; where it needs Chargebee's answer, one emulator serves the
-module."""
+gateway and link store (SQLite in a temporary directory), no Meltano, and no threads but the
+scheduler's workers where a test is about them. Where a decision must not talk to Chargebee,
+the gateway's client points at a closed port and the test checks it sent nothing; where it
+needs Chargebee's answer, one emulator serves the module."""
 
 from __future__ import annotations
 
@@ -377,3 +377,48 @@ def test_the_parent_cache_cap_is_read_when_a_run_starts(store, monkeypatch):
     assert cap() == KNOWN_PARENTS
     monkeypatch.setenv("SYNC_KNOWN_PARENTS", "1")
     assert cap() == 1
+
+
+def test_a_batch_of_archivals_runs_in_the_workers_side_by_side(store, emulator, monkeypatch):
+    """New inactive items are archived after their prices, a batch at once in the workers:
+    each archival here waits at a barrier for the others, so archivals made one after the
+    other would break it (and the run would fail)."""
+    workers = 4
+    monkeypatch.setenv("SYNC_ARCHIVE_BATCH", str(workers))
+    api = ChargebeeClient(emulator.url + "/api/v2", CHARGEBEE_KEY)
+    gateway = Gateway(api)
+    decisions = decisions_on(store, gateway)
+    side_by_side = threading.Barrier(workers, timeout=20)
+    archive = decisions.archive
+
+    def archive_with_the_others(attempt: Attempt):  # the real archival, once all are in
+        side_by_side.wait()
+        return archive(attempt)
+
+    monkeypatch.setattr(decisions, "archive", archive_with_the_others)
+    report = RunReport("test-decisions")
+    scheduler = Scheduler(
+        decisions=decisions, gateway=gateway, links=store, report=report,
+        max_concurrency=workers,
+    )  # fmt: skip
+    ids = [f"arch{uuid.uuid4().hex[:10]}" for _ in range(workers)]
+    try:
+        for webshop_id in ids:
+            item = {"id": f"cws_{webshop_id}", "webshop_id": webshop_id, "webshop_version": 1,
+                    "name": webshop_id, "type": "charge", "status": "archived"}  # fmt: skip
+            price = {"id": f"cws_{webshop_id}-USD", "webshop_id": webshop_id,
+                     "webshop_version": 1, "item_id": f"cws_{webshop_id}",
+                     "name": f"{webshop_id} USD", "pricing_model": "flat_fee", "price": 100,
+                     "currency_code": "USD", "status": "archived"}  # fmt: skip
+            scheduler.submit("items", item)
+            scheduler.submit("item_prices", price)
+            scheduler.verify()  # after the maps of each source record, as the target does
+        scheduler.finish()
+    finally:
+        scheduler.close()
+    assert report.outcomes == {"items": {"created": workers}, "item_prices": {"created": workers}}
+    for webshop_id in ids:
+        item = api.get(f"/items/cws_{webshop_id}")["item"]
+        price = api.get(f"/item_prices/cws_{webshop_id}-USD")["item_price"]
+        assert (item["status"], price["status"]) == ("archived", "archived")
+    assert not side_by_side.broken
