@@ -125,13 +125,11 @@ CHARGEBEE_API_URL = th.Property(
 )
 
 
-def open_store(
-    url: str | None, systems: LinkedSystems | None, *, store: type[LinkStore] | None = None
-) -> LinkStore:
-    """The link store of a run, bound to its pair; a failure stops the run at start with a
-    message naming link_store_url."""
+def open_store(url: str | None, systems: LinkedSystems | None, *, side: Side) -> LinkStore:
+    """The link store of a run of a target writing `side`, bound to its pair; a failure stops
+    the run at start with a message naming link_store_url."""
     try:
-        return (store or LinkStore)(url, systems=systems)
+        return LinkStore(url, systems=systems, merges_on=side)
     except (LinkStoreUnavailable, LinkStoreBoundElsewhere) as exc:
         raise ConfigValidationError(
             "Config validation failed", errors=[f"link_store_url: {exc}"]
@@ -327,14 +325,102 @@ _bound = sa.Table(
 )
 
 _LINK_COLUMNS = [column for column in _links.c if column.name != "id"]
-#: A link by its resource and one of its ids, each query built once: SQLAlchemy built the
-#: select and its cache key anew at every lookup, for every record a target reads.
-_LINK_BY = {
-    column: sa.select(*_LINK_COLUMNS)
-    .where(_links.c.resource == sa.bindparam("resource"), _links.c[column] == sa.bindparam("value"))
-    .limit(1)
-    for column in ("webshop_id", "chargebee_id", "deterministic_id")
-}
+
+
+@dataclass(frozen=True)
+class _LinkQueries:
+    """The queries of a store that reads the links' columns `columns`, each built once:
+    SQLAlchemy built a select and its cache key anew at every lookup, for every record."""
+
+    columns: tuple[sa.Column, ...]
+    #: a link by its resource and one of its ids
+    by: dict[str, sa.Select]
+    #: the links of one resource whose column is one of a list of values (read-ahead)
+    among: dict[str, sa.Select]
+
+
+@functools.cache
+def _link_queries(columns: tuple[sa.Column, ...]) -> _LinkQueries:
+    resource = _links.c.resource == sa.bindparam("resource")
+    return _LinkQueries(
+        columns,
+        by={
+            column: sa.select(*columns)
+            .where(resource, _links.c[column] == sa.bindparam("value"))
+            .limit(1)
+            for column in ("webshop_id", "chargebee_id", "deterministic_id")
+        },
+        among={
+            column: sa.select(*columns).where(
+                resource, _links.c[column].in_(sa.bindparam("values", expanding=True))
+            )
+            for column in ("webshop_id", "chargebee_id")
+        },
+    )
+
+
+#: A link read ahead: (resource, column, value), the column `webshop_id` or `chargebee_id`.
+ReadAheadKey = tuple[str, str, str]
+#: Ids per query of a read-ahead (SQLite allows 32,766 bound values since 3.32; PostgreSQL more).
+_READ_AHEAD_CHUNK = 500
+
+
+class _ReadAhead:
+    """The links of the records a target is about to handle, read in one query per resource
+    (`LinkStore.read_ahead`) and answered from memory by `get_by_webshop`/`get_by_chargebee`:
+    a query per record was the largest part of a target's own CPU per record (bench/README.md).
+
+    What is kept stays true: a save or forget of a link drops what is kept of it (its ids on
+    both sides, and the key it was kept under), after the write commits; a read that was under
+    way meanwhile keeps nothing of it (it may have read the row before the write). Only this
+    process writes the store during a run (the run lock); a look at another store is not kept.
+    Each read-ahead replaces the last, so memory is bounded by one batch."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: dict[ReadAheadKey, Link | None] = {}
+        self._keys_of: dict[tuple[str, str], set[ReadAheadKey]] = {}  # by (resource, webshop id)
+        self._written_while_reading: set[ReadAheadKey] | None = None
+
+    def start(self) -> None:
+        with self._lock:
+            self._kept.clear()
+            self._keys_of.clear()
+            self._written_while_reading = set()
+
+    def keep(self, wanted: set[ReadAheadKey], found: dict[ReadAheadKey, Link]) -> None:
+        """The read's answer: a link, or none, for each key wanted."""
+        with self._lock:
+            written = self._written_while_reading or set()
+            self._written_while_reading = None
+            for key in wanted:
+                link = found.get(key)
+                if key in written or (
+                    link is not None and (key[0], "webshop_id", link.webshop_id) in written
+                ):
+                    continue
+                self._kept[key] = link
+                if link is not None:
+                    self._keys_of.setdefault((key[0], link.webshop_id), set()).add(key)
+
+    def get(self, key: ReadAheadKey) -> tuple[bool, Link | None]:
+        """(True, the link or None) when the key was read ahead; (False, None) otherwise."""
+        with self._lock:
+            if key in self._kept:
+                return True, self._kept[key]
+        return False, None
+
+    def written(self, resource: str, webshop_id: str, chargebee_id: str | None) -> None:
+        """A link of these ids was saved or deleted (called once the write committed)."""
+        keys = {(resource, "webshop_id", webshop_id)}
+        if chargebee_id is not None:
+            keys.add((resource, "chargebee_id", chargebee_id))
+        with self._lock:
+            keys |= self._keys_of.pop((resource, webshop_id), set())
+            for key in keys:
+                self._kept.pop(key, None)
+            if self._written_while_reading is not None:
+                self._written_while_reading |= keys
 
 
 class LinkStore:
@@ -346,7 +432,11 @@ class LinkStore:
     nothing is checked. `run_id` labels this run's dead letters: by default Meltano's run id
     (`MELTANO_RUN_ID`) when it gives one, else a fresh one. `look_only`: a store some run
     made, at the current schema, opened without creating, upgrading or binding anything
-    (NoLinkStore otherwise): what sync-links and the taps read."""
+    (NoLinkStore otherwise): what sync-links and the taps read. `merges_on`: the side a
+    target writes, whose merge base is the only one it uses (target-customwebshop's
+    `webshop_base`, target-chargebee's `chargebee_base`); the other base, a whole record of
+    the far side, is then not read (None in the links it gets): decoding it was a tenth of
+    target-customwebshop's CPU per record."""
 
     def __init__(
         self,
@@ -355,9 +445,13 @@ class LinkStore:
         systems: LinkedSystems | None = None,
         run_id: str | None = None,
         look_only: bool = False,
+        merges_on: Side | None = None,
     ) -> None:
         self.run_id = run_id or current_run_id()
+        unread = {"webshop": "chargebee_base", "chargebee": "webshop_base"}.get(merges_on or "")
+        self._queries = _link_queries(tuple(c for c in _LINK_COLUMNS if c.name != unread))
         self._open_lock = threading.Lock()
+        self._read_ahead = _ReadAhead()
         #: the open dead letters' attempts by (source, stream, record key), read once
         self._open_keys: dict[tuple[str, str, str], int] | None = None
         parsed = _store_url(url or default_link_store_url(systems))
@@ -493,7 +587,33 @@ class LinkStore:
         )
         with self._engine.begin() as db:
             row = db.execute(delete.returning(*_LINK_COLUMNS)).first()
-        return Link(**row._mapping) if row else None
+        if row is None:
+            return None
+        link = Link(**row._mapping)
+        self._read_ahead.written(resource, link.webshop_id, link.chargebee_id)
+        return link
+
+    def read_ahead(self, keys: t.Iterable[ReadAheadKey]) -> None:
+        """Read the links of the records about to be handled, (resource, column, id) each
+        with column `webshop_id` or `chargebee_id`, in one query per resource and column (per
+        500 ids): `get_by_webshop`/`get_by_chargebee` then answer them from memory, until
+        the next read-ahead. A link written meanwhile is read again (`_ReadAhead`)."""
+        wanted = {(resource, column, str(value)) for resource, column, value in keys}
+        groups: dict[tuple[str, str], list[str]] = {}
+        for resource, column, value in sorted(wanted):
+            groups.setdefault((resource, column), []).append(value)
+        self._read_ahead.start()
+        found: dict[ReadAheadKey, Link] = {}
+        with self._engine.connect() as db:
+            for (resource, column), values in groups.items():
+                for start in range(0, len(values), _READ_AHEAD_CHUNK):
+                    chunk = values[start : start + _READ_AHEAD_CHUNK]
+                    query = self._queries.among[column]
+                    rows = db.execute(query, {"resource": resource, "values": chunk})
+                    for row in rows:
+                        link = Link(**row._mapping)
+                        found[(resource, column, getattr(link, column))] = link
+        self._read_ahead.keep(wanted, found)
 
     def get_by_webshop(self, resource: str, webshop_id: str) -> Link | None:
         return self._one(resource, "webshop_id", webshop_id)
@@ -545,7 +665,7 @@ class LinkStore:
             if version is not None or hash_ is not None:
                 given[f"{side}_synced_at"] = now
         params = {"resource": resource, "webshop_id": str(webshop_id), **given}
-        upsert = _link_upsert(tuple(given))
+        upsert = _link_upsert(tuple(given), self._queries.columns)
         try:
             return self._write_link(upsert, params)
         except sa.exc.IntegrityError:
@@ -563,12 +683,19 @@ class LinkStore:
     def _write_link(self, upsert: sa.TextualSelect, params: dict[str, Any]) -> Link:
         with self._engine.begin() as db:
             row = db.execute(upsert, params).one()
-        return Link(**row._mapping)
+        link = Link(**row._mapping)
+        self._read_ahead.written(link.resource, link.webshop_id, link.chargebee_id)
+        return link
 
     def _one(self, resource: str, column: str, value: Any) -> Link | None:
-        """The link whose `column` (one of `_LINK_BY`'s) is `value`."""
+        """The link whose `column` (`webshop_id`, `chargebee_id` or `deterministic_id`) is
+        `value`."""
+        read, link = self._read_ahead.get((resource, column, str(value)))
+        if read:
+            return link
         with self._engine.connect() as db:
-            row = db.execute(_LINK_BY[column], {"resource": resource, "value": str(value)}).first()
+            query = self._queries.by[column]
+            row = db.execute(query, {"resource": resource, "value": str(value)}).first()
         return Link(**row._mapping) if row else None
 
     # ---------------------------------------------------------------- dead letters
@@ -697,20 +824,21 @@ def _store_url(url: str) -> sa.URL:
 
 
 @functools.cache
-def _link_upsert(columns: tuple[str, ...]) -> sa.TextualSelect:
-    """Insert a link, or update these columns of it, and return it: as text, which reads the
-    same on SQLite and PostgreSQL and which SQLAlchemy compiles once (it cannot cache SQLite's
-    on_conflict_do_update, and compiling that at each save was most of a save's CPU)."""
+def _link_upsert(columns: tuple[str, ...], returned: tuple[sa.Column, ...]) -> sa.TextualSelect:
+    """Insert a link, or update these columns of it, and return it (the `returned` columns):
+    as text, which reads the same on SQLite and PostgreSQL and which SQLAlchemy compiles once
+    (it cannot cache SQLite's on_conflict_do_update, and compiling that at each save was most
+    of a save's CPU)."""
     names = ("resource", "webshop_id", *columns)
     sql = (
         f"INSERT INTO {_links.name} ({', '.join(names)}) "
         f"VALUES ({', '.join(f':{name}' for name in names)}) "
         "ON CONFLICT (resource, webshop_id) DO UPDATE SET "
         f"{', '.join(f'{name} = excluded.{name}' for name in columns)} "
-        f"RETURNING {', '.join(column.name for column in _LINK_COLUMNS)}"
+        f"RETURNING {', '.join(column.name for column in returned)}"
     )
     typed = [sa.bindparam(name, type_=_links.c[name].type) for name in names]
-    return sa.text(sql).bindparams(*typed).columns(*_LINK_COLUMNS)
+    return sa.text(sql).bindparams(*typed).columns(*returned)
 
 
 def _schema_version(engine: sa.Engine) -> str | None:

@@ -35,6 +35,9 @@ class PlanningLinks:
         made = self._by_deterministic.get(key) or self._by_chargebee.get(key)
         return made or self.links.get_by_deterministic(resource, deterministic_id)
 
+    def read_ahead(self, keys: Any) -> None:
+        self.links.read_ahead(keys)  # the plan's own links are in memory already
+
     def save(self, resource: str, webshop_id: str, chargebee_id: str, **state: Any) -> Link:
         old = self.get_by_webshop(resource, webshop_id)
         link = old or Link(resource, str(webshop_id), str(chargebee_id))

@@ -1,6 +1,7 @@
 """The SDK's side of target-chargebee: one RecordSink per Chargebee resource, which hands
-each record, as it arrives (a RecordSink keeps arrival order), to the scheduler. What a
-resource's upsert is lives in resources.py; when it runs, in scheduler.py."""
+each record to the scheduler in arrival order, once the target has read the links of it and
+the records around it (SyncTarget.read_ahead). What a resource's upsert is lives in
+resources.py; when it runs, in scheduler.py."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from singer_sdk.sinks import RecordSink
 
+from sync_common.links import ReadAheadKey
 from sync_common.matching import HeldByKey, ambiguous_entry, email_key
 from sync_common.merge import SOURCE_RECORD
 from target_chargebee.scheduler import Scheduler
@@ -15,20 +17,30 @@ from target_chargebee.scheduler import Scheduler
 if TYPE_CHECKING:
     from singer_sdk import Target
 
+    from sync_common.target import SyncTarget
+
 
 class ResourceSink(RecordSink):
     """The records of one Chargebee resource (the stream is named after it)."""
 
     def __init__(self, target: Target, *args: Any, **kwargs: Any) -> None:
         super().__init__(target, *args, **kwargs)
-        self.source = target  # its `source_record`: the record the maps translate now
+        self.target: SyncTarget = target  # type: ignore[assignment]
         self.scheduler: Scheduler = target.scheduler  # type: ignore[attr-defined]
 
     def preprocess_record(self, record: dict, context: dict) -> dict:
         """Keeps the webshop record beside its translation: the base for the way back."""
-        return {**record, SOURCE_RECORD: self.source.source_record}  # type: ignore[attr-defined]
+        return {**record, SOURCE_RECORD: self.target.source_record}
 
     def process_record(self, record: dict, context: dict) -> None:
+        self.target.read_ahead(self, record)
+
+    def link_key(self, record: dict) -> ReadAheadKey | None:
+        """The upsert's first look (upsert.py): the link of the record's webshop id."""
+        webshop_id = record.get("webshop_id") or record.get("id")
+        return (self.stream_name, "webshop_id", str(webshop_id)) if webshop_id else None
+
+    def handle(self, record: dict) -> None:
         self.scheduler.submit(self.stream_name, record)
 
 
@@ -41,7 +53,7 @@ class CustomersSink(ResourceSink):
         self.links = target.links  # type: ignore[attr-defined]
         self.held = HeldByKey()
 
-    def process_record(self, record: dict, context: dict) -> None:
+    def handle(self, record: dict) -> None:
         key = email_key(record.get("email"))
         webshop_id = str(record.get("webshop_id") or record.get("id") or "")
         if (
@@ -50,7 +62,7 @@ class CustomersSink(ResourceSink):
             or not webshop_id
             or self.links.get_by_webshop(self.stream_name, webshop_id) is not None
         ):
-            super().process_record(record, context)
+            super().handle(record)
             return
         for records in self.held.hold(webshop_id, key, record):
             self.decide(records)

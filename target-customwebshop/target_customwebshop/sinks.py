@@ -1,5 +1,6 @@
 """The SDK's side of target-customwebshop: one RecordSink per Chargebee stream, which hands
-each record to the webshop's rules for its resource (resources.py)."""
+each record to the webshop's rules for its resource (resources.py), once the target has read
+the links of it and the records around it (SyncTarget.read_ahead)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from singer_sdk.sinks import RecordSink
 
+from sync_common.links import ReadAheadKey
 from sync_common.matching import HeldByKey, email_key
 from sync_common.merge import SOURCE_RECORD
 from target_customwebshop.resources import CustomersRules, WebshopRules
@@ -16,13 +18,19 @@ class WebshopSink(RecordSink):
     def __init__(self, target: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(target, *args, **kwargs)
         self.rules: WebshopRules = target.rules[self.stream_name]
-        self.source = target  # its `source_record`: the record the maps translate now
+        self.target = target
 
     def preprocess_record(self, record: dict, context: dict) -> dict:
         """Keeps the Chargebee record beside its translation: the base for the forward sync."""
-        return {**record, SOURCE_RECORD: self.source.source_record}
+        return {**record, SOURCE_RECORD: self.target.source_record}
 
     def process_record(self, record: dict, context: dict) -> None:
+        self.target.read_ahead(self, record)
+
+    def link_key(self, record: dict) -> ReadAheadKey:
+        return (self.rules.link_resource, "chargebee_id", str(record["chargebee_id"]))
+
+    def handle(self, record: dict) -> None:
         self.rules.upsert(record)
 
 
@@ -36,11 +44,11 @@ class CustomersSink(WebshopSink):
         super().__init__(target, *args, **kwargs)
         self.held = HeldByKey()
 
-    def process_record(self, record: dict, context: dict) -> None:
+    def handle(self, record: dict) -> None:
         key = email_key(record.get("email"))
         chargebee_id = str(record["chargebee_id"])
         if key is None or record.get("deleted"):
-            super().process_record(record, context)
+            super().handle(record)
             return
         link = self.rules.links.get_by_chargebee(self.rules.link_resource, chargebee_id)
         if link is not None:
