@@ -6,6 +6,7 @@ needs Chargebee's answer, one emulator serves the module."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import uuid
@@ -421,3 +422,41 @@ def test_a_batch_of_archivals_runs_in_the_workers_side_by_side(store, emulator, 
         item = api.get(f"/items/cws_{webshop_id}")["item"]
         price = api.get(f"/item_prices/cws_{webshop_id}-USD")["item_price"]
         assert (item["status"], price["status"]) == ("archived", "archived")
+
+
+def test_a_parent_this_run_is_writing_is_waited_for_not_looked_up(store, emulator):
+    """An order comes before its invoice (the maps' order), and the invoice waits for a
+    customer that comes later: the invoice, which this run is writing, is not looked up in
+    Chargebee (a GET that can only answer 404, one per order); each record goes when its
+    parent is written. (The customer, unseen when the order's source record ends, is looked
+    up: it may exist in Chargebee only.)"""
+    api = emulated(emulator)
+    gateway = Gateway(api)
+    report = RunReport("test-decisions")
+    scheduler = Scheduler(
+        decisions=decisions_on(store, gateway), gateway=gateway, links=store, report=report,
+        max_concurrency=2,
+    )  # fmt: skip
+    webshop_id = uuid.uuid4().hex[:12]
+    buyer = customer(f"{webshop_id}@example.com", "Di")
+    order = {"id": f"cws_{webshop_id}", "webshop_id": webshop_id, "webshop_version": 1,
+             "invoice_id": f"cws_{webshop_id}", "customer_id": buyer["id"],
+             "status": "queued", "created_at": 1_760_000_000, "order_date": 1_760_000_000,
+             "shipping_date": 1_760_000_000}  # fmt: skip
+    try:
+        scheduler.submit("orders", order)
+        line = {"entity_type": "adhoc", "description": "Shipping", "quantity": 1,
+                "unit_amount": 1200, "amount": 1200}  # fmt: skip
+        bill = invoice(webshop_id, customer_id=buyer["id"], date=1_760_000_000,
+                       line_items=json.dumps([line]))  # fmt: skip
+        scheduler.submit("invoices", bill)
+        scheduler.verify()  # after the maps of the webshop order, as the target does
+        scheduler.submit("customers", buyer)
+        scheduler.verify()
+        scheduler.finish()
+    finally:
+        scheduler.close()
+    assert report.outcomes == {
+        "customers": {"created": 1}, "invoices": {"created": 1}, "orders": {"created": 1},
+    }  # fmt: skip
+    assert "GET invoices" not in api.calls()

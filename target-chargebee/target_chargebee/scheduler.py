@@ -128,7 +128,8 @@ class Scheduler:
         with self.lock:
             refs, self.unverified = self.unverified, set()
             for ref in refs:
-                if ref in self.waiting and not self.running[ref] and self._lookup(ref):
+                pending = self.running[ref] or self.blocked[ref]  # this run writes it
+                if ref in self.waiting and not pending and self._lookup(ref):
                     self._release(ref)
             if len(self.to_archive) >= self.archive_batch:
                 self._archive_deferred()
@@ -183,7 +184,7 @@ class Scheduler:
             self._wait(resource, record, own, own)
             return
         params = to_params(record)
-        resolved, missing = self._resolve_references(resource, params)
+        resolved, missing = self._resolve_references(resource, params, ask_store=retry)
         if missing is not None:
             self._wait(resource, record, missing, own)
             return
@@ -283,8 +284,8 @@ class Scheduler:
         while self.waiting and progress:
             progress = False
             for ref in list(self.waiting):
-                if ref not in self.waiting or self.running[ref]:
-                    continue
+                if ref not in self.waiting or self.running[ref] or self.blocked[ref]:
+                    continue  # written, or refused, with (or for want of) its own parent
                 self.absent.discard(ref)
                 if self._lookup(ref) is not None:
                     progress = True
@@ -306,31 +307,47 @@ class Scheduler:
 
     # ---------------------------------------------------------------- references
 
-    def _resolve_references(self, resource: str, params: Params) -> tuple[Params, Ref | None]:
+    def _resolve_references(
+        self, resource: str, params: Params, *, ask_store: bool
+    ) -> tuple[Params, Ref | None]:
+        """The params with each parent's Chargebee id, or the first parent missing. A record
+        new to the scheduler asks only what this run knows: the link store is asked in
+        verify(), once the source record's maps ran (an order's invoice comes after the
+        order, from the same webshop order: asking at once cost two queries per order, both
+        misses). A record released to run again (`ask_store`) asks the link store too: a
+        parent found there may have left the run's memory since."""
         resolved = dict(params)
         for key, parent in self.decisions.references(resource, params):
             det = params.get(key)
             if not det:
                 continue
             ref = (parent, det)
-            actual = None if self.running[ref] else self._lookup(ref, remote=False)
+            if self.running[ref]:
+                actual = None
+            else:
+                actual = self._lookup(ref, remote=False) if ask_store else self._known(ref)
             if actual is None:
-                if not self.running[ref] and ref not in self.absent:
+                # a parent running, or waiting for its own parent, is this run's to write
+                pending = self.running[ref] or self.blocked[ref]
+                if not pending and ref not in self.absent:
                     self.unverified.add(ref)  # looked up in Chargebee by verify()
                 return params, ref
             resolved[key] = actual
         return resolved, None
 
-    def _lookup(self, ref: Ref, *, remote: bool = True) -> str | None:
-        """The Chargebee id of a parent given by its deterministic id, or None if absent
-        (with remote=False: if neither this run nor the link store knows it)."""
+    def _known(self, ref: Ref) -> str | None:
+        """The Chargebee id of a parent this run knows, without asking anyone."""
         if ref in self.known:
             self.known.move_to_end(ref)
             return self.known[ref]
-        if ref in self.found:
-            return self.found[ref]
-        if ref in self.absent:
-            return None
+        return self.found.get(ref)
+
+    def _lookup(self, ref: Ref, *, remote: bool = True) -> str | None:
+        """The Chargebee id of a parent given by its deterministic id, or None if absent:
+        from this run, else the link store, else (unless not `remote`) Chargebee."""
+        known = self._known(ref)
+        if known is not None or ref in self.absent:
+            return known
         resource, det_id = ref
         link = self.links.get_by_deterministic(resource, det_id)
         if link is None and not remote:
