@@ -307,7 +307,9 @@ def base_fields(base: dict | None, fields: dict) -> dict | None:
 
 def same_fields(fields: dict, base: dict | None) -> bool:
     values = base_fields(base, fields)
-    return values is not None and all(same(v, values[k]) for k, v in fields.items())
+    if values is None:
+        return False
+    return fields == values or all(same(v, values[k]) for k, v in fields.items())
 
 
 class CustomersRules(WebshopRules):
