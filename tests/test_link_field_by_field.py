@@ -52,6 +52,7 @@ def test_different_fields_edited_on_each_side_both_arrive(two_way):
     webshop_patch(two_way, "customers", customer["id"], {"email": "new.address@example.com"})
     webshop_patch(two_way, "orders", order["id"], {"tracking_number": "WS-TRACK-9"})
 
+    two_way.reset_counts()
     two_way.run()
     remote = cb.Customer.retrieve(f"cws_{customer['id']}").customer
     mine = one(two_way, "customers", customer["id"])
@@ -62,7 +63,30 @@ def test_different_fields_edited_on_each_side_both_arrive(two_way):
     assert (remote_order.status, remote_order.tracking_id) == ("shipped", "WS-TRACK-9")
     assert (mine_order["status"], mine_order["tracking_number"]) == ("shipped", "WS-TRACK-9")
     assert all_conflicts(two_way) == []
+    # Chargebee's edits go first: the webshop customer was past the version the sync
+    # accounted for, so the PATCH without a read was refused (412), then read and merged
+    assert shop_answers(two_way, "customers.patch") == {"412": 1, "200": 1}
+    assert shop_answers(two_way, "customers.get") == {"200": 1}
     assert_quiet(two_way)
+
+
+def test_an_edit_made_only_in_chargebee_is_written_without_reading_the_webshop_record(two_way):
+    """The link knows the webshop record at the version the sync accounted for: the PATCH
+    goes with `If-Match` on that version, and no GET."""
+    cb = cb_client(two_way.chargebee)
+    customer = next(c for c in webshop_get(two_way, "customers") if not c["deleted_at"])
+    cb.Customer.update(f"cws_{customer['id']}", {"phone": "+45 70 70 70 71"})
+    two_way.reset_counts()
+    two_way.run()
+    assert one(two_way, "customers", customer["id"])["phone"] == "+45 70 70 70 71"
+    assert shop_answers(two_way, "customers.patch") == {"200": 1}
+    assert shop_answers(two_way, "customers.get") == {}
+    assert_quiet(two_way)
+
+
+def shop_answers(sync: TwoWaySync, operation: str) -> dict[str, int]:
+    """The webshop's answers to one operation since its counts were last reset, by status."""
+    return sync.shop.stats()["operations"].get(operation, {})
 
 
 def test_the_same_field_edited_on_both_sides_is_decided_for_that_field_alone(two_way):

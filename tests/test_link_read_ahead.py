@@ -104,7 +104,8 @@ def test_a_save_after_the_read_drops_what_was_kept_of_the_link():
 
 def test_a_target_reads_the_merge_base_of_its_own_side_only(tmp_path):
     """Each target merges on the base of the side it writes; the other base, a whole record
-    of the far side, is not read (None), whichever way the link is read."""
+    of the far side, is not read (None), whichever way the link is read; nor are the times
+    each side was synced, which only a look at the store (sync-links) shows."""
     url = f"sqlite:///{tmp_path / 'links.db'}"
     bases = {"webshop_base": {"email": "a@example.com"}, "chargebee_base": {"id": "cws_1"}}
     first = LinkStore(url)
@@ -119,4 +120,8 @@ def test_a_target_reads_the_merge_base_of_its_own_side_only(tmp_path):
             got = {name: getattr(link, name) for name in bases}
             assert got == {name: value if name == kept or side is None else None
                            for name, value in bases.items()}  # fmt: skip
+            # saved with a webshop version: stamped, but only a look at the store reads it
+            assert (link.webshop_synced_at is None) == (side is not None)
+            assert link.chargebee_synced_at is None
+            assert link.webshop_version == 2
         store.close()

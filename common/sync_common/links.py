@@ -333,10 +333,16 @@ class _LinkQueries:
     SQLAlchemy built a select and its cache key anew at every lookup, for every record."""
 
     columns: tuple[sa.Column, ...]
+    names: tuple[str, ...]  # the columns' names: Link's fields
     #: a link by its resource and one of its ids
     by: dict[str, sa.Select]
     #: the links of one resource whose column is one of a list of values (read-ahead)
     among: dict[str, sa.Select]
+
+    def link(self, row: t.Sequence[Any]) -> Link:
+        """A row of these columns as a Link (by position: a row's mapping costs more, and a
+        target makes one per record)."""
+        return Link(**dict(zip(self.names, row, strict=True)))
 
 
 @functools.cache
@@ -344,6 +350,7 @@ def _link_queries(columns: tuple[sa.Column, ...]) -> _LinkQueries:
     resource = _links.c.resource == sa.bindparam("resource")
     return _LinkQueries(
         columns,
+        names=tuple(column.name for column in columns),
         by={
             column: sa.select(*columns)
             .where(resource, _links.c[column] == sa.bindparam("value"))
@@ -435,7 +442,8 @@ class LinkStore:
     (NoLinkStore otherwise): what sync-links and the taps read. `merges_on`: the side a
     target writes, whose merge base is the only one it uses (target-customwebshop's
     `webshop_base`, target-chargebee's `chargebee_base`); the other base, a whole record of
-    the far side, is then neither read nor decoded (None in the links it gets)."""
+    the far side, is then neither read nor decoded, nor are the times each side was synced
+    (None in the links it gets)."""
 
     def __init__(
         self,
@@ -447,8 +455,12 @@ class LinkStore:
         merges_on: Side | None = None,
     ) -> None:
         self.run_id = run_id or current_run_id()
-        unread = {"webshop": "chargebee_base", "chargebee": "webshop_base"}.get(merges_on or "")
-        self._queries = _link_queries(tuple(c for c in _LINK_COLUMNS if c.name != unread))
+        # a target uses its own side's base, and never when a link was synced (sync-links does)
+        unread = set() if merges_on is None else {
+            "chargebee_base" if merges_on == "webshop" else "webshop_base",
+            "webshop_synced_at", "chargebee_synced_at",
+        }  # fmt: skip
+        self._queries = _link_queries(tuple(c for c in _LINK_COLUMNS if c.name not in unread))
         self._open_lock = threading.Lock()
         self._read_ahead = _ReadAhead()
         #: the open dead letters' attempts by (source, stream, record key), read once
@@ -610,7 +622,7 @@ class LinkStore:
                     query = self._queries.among[column]
                     rows = db.execute(query, {"resource": resource, "values": chunk})
                     for row in rows:
-                        link = Link(**row._mapping)
+                        link = self._queries.link(row)
                         found[(resource, column, getattr(link, column))] = link
         self._read_ahead.keep(wanted, found)
 
@@ -682,7 +694,7 @@ class LinkStore:
     def _write_link(self, upsert: sa.TextualSelect, params: dict[str, Any]) -> Link:
         with self._engine.begin() as db:
             row = db.execute(upsert, params).one()
-        link = Link(**row._mapping)
+        link = self._queries.link(row)
         self._read_ahead.written(link.resource, link.webshop_id, link.chargebee_id)
         return link
 
@@ -695,7 +707,7 @@ class LinkStore:
         with self._engine.connect() as db:
             query = self._queries.by[column]
             row = db.execute(query, {"resource": resource, "value": str(value)}).first()
-        return Link(**row._mapping) if row else None
+        return self._queries.link(row) if row else None
 
     # ---------------------------------------------------------------- dead letters
 

@@ -19,6 +19,7 @@ control fields from the stream maps: `chargebee_id`, `chargebee_version`
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import logging
 import re
@@ -43,9 +44,9 @@ from sync_common.planning import PlanningLinks
 from sync_common.report import RunReport
 from target_customwebshop.plan import PlanningClient
 
-CONTROL_FIELDS = (
+CONTROL_FIELDS = frozenset((
     "chargebee_id", "chargebee_version", "chargebee_updated_at", "deleted", SOURCE_RECORD,
-)  # fmt: skip
+))  # fmt: skip
 _BRACKET = re.compile(r"^([^\[\]]+)\[([^\[\]]+)\]$")
 
 
@@ -63,15 +64,23 @@ def webshop_fields(record: dict, references: tuple[str, ...] = ()) -> dict[str, 
             continue
         if isinstance(value, datetime.datetime):  # the SDK parses date-time fields; JSON wants text
             value = value.isoformat()
-        match = _BRACKET.match(key)
-        if match:
-            fields.setdefault(match.group(1), {})[match.group(2)] = value
+        name, member = _field_of(key)
+        if member is None:
+            fields[name] = value
         else:
-            fields[key] = value
+            fields.setdefault(name, {})[member] = value
     for key, value in fields.items():
         if isinstance(value, dict) and not any(v not in (None, "") for v in value.values()):
             fields[key] = None
     return fields
+
+
+@functools.cache
+def _field_of(key: str) -> tuple[str, str | None]:
+    """A mapped key's webshop field, and its member for `field[member]` (once per key: this
+    ran for every key of every record)."""
+    match = _BRACKET.match(key)
+    return (match.group(1), match.group(2)) if match else (key, None)
 
 
 @dataclass(kw_only=True, eq=False)
@@ -203,6 +212,7 @@ class WebshopRules:
         """The per-field merge of Chargebee's record into the webshop's (read now, or
         `current`), written with `If-Match`; a 412 (edited meanwhile) reads and merges again."""
         path = f"/{self.webshop_resource}/{link.webshop_id}"
+        current = current or as_accounted(link, fields)
         for _attempt in range(3):
             current = current or self.api.get(path)
             if current.get("deleted_at"):
@@ -295,6 +305,18 @@ def held_value(value: Any, like: Any) -> Any:
     if isinstance(like, dict) and isinstance(value, dict):
         return {member: value.get(member) for member in like}
     return value
+
+
+def as_accounted(link: Link, fields: dict) -> dict | None:
+    """The webshop record as the link says it was at the version the sync accounted for (its
+    mapped fields and that version), or None when the link does not know both. merge_into
+    writes against it with `If-Match` on that version instead of reading the record first: a
+    webshop edit since then changed the version, so the PATCH gets a 412 and the record is
+    read and merged. This saves a GET per record edited only in Chargebee."""
+    held = base_fields(link.webshop_base, fields)
+    if link.webshop_version is None or held is None:
+        return None
+    return {**held, "version": link.webshop_version}
 
 
 def base_fields(base: dict | None, fields: dict) -> dict | None:
