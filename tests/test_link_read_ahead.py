@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -61,11 +62,25 @@ class ReadAheadAgainstTheTable(RuleBasedStateMachine):
 
 
 @functools.cache
+def stores_directory() -> Path:
+    return Path(tempfile.mkdtemp())
+
+
+@functools.cache
 def stores() -> tuple[LinkStore, LinkStore]:
     """A store, and another on the same file that never reads ahead (the truth); made once,
-    emptied by each example (making a store runs its migrations: ~70 ms an example)."""
-    url = f"sqlite:///{Path(tempfile.mkdtemp()) / 'links.db'}"
+    emptied by each example (making a store runs its migrations: ~70 ms an example), closed
+    and removed after this module's tests (teardown_module)."""
+    url = f"sqlite:///{stores_directory() / 'links.db'}"
     return LinkStore(url), LinkStore(url, look_only=True)
+
+
+def teardown_module() -> None:
+    if stores.cache_info().currsize:
+        for store in stores():
+            store.close()
+        shutil.rmtree(stores_directory(), ignore_errors=True)
+        stores.cache_clear()
 
 
 ReadAheadAgainstTheTable.TestCase.settings = settings(
