@@ -154,8 +154,7 @@ class ApiClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.throttle = throttle or Throttle(0, 0)
-        self.timeout = (connect_timeout, read_timeout)
-        self._timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
+        self.timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
         self._parse_error = parse_error or (lambda body: None)
         self._backoff_base = backoff_base
         self._max_time = max_time
@@ -284,7 +283,7 @@ class ApiClient:
                 # the body is read here (preloaded), so that its loss is a failed attempt too;
                 # redirect=False: a 3xx comes back as it is, below (an error)
                 response = self._pool.urlopen(
-                    method, url, body=body, headers=headers, timeout=self._timeout,
+                    method, url, body=body, headers=headers, timeout=self.timeout,
                     redirect=False,
                 )  # fmt: skip
         except _LOST as exc:
@@ -325,9 +324,9 @@ class ApiClient:
 
     def _transport_error(self, exc: Exception, method: str, path: str) -> ApiError:
         if _connect_timed_out(exc):
-            code, message = "timeout", f"could not connect within {self.timeout[0]} s"
+            code, message = "timeout", f"could not connect within {self.timeout.connect_timeout} s"
         elif isinstance(exc, ReadTimeoutError):
-            code, message = "timeout", f"no answer within {self.timeout[1]} s"
+            code, message = "timeout", f"no answer within {self.timeout.read_timeout} s"
         else:
             code, message = "connection_error", f"connection failed ({_innermost(exc)})"
         return ApiError(None, code, message, method=method, path=path)
@@ -427,7 +426,7 @@ def _form(fields: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> str:
         if isinstance(values, str | bytes) or not hasattr(values, "__iter__"):
             values = [values]
         pairs.extend((key, value) for value in values if value is not None)
-    return urlencode(pairs, doseq=True)
+    return urlencode(pairs)
 
 
 def _encode_body(data: Any, json_value: Any) -> tuple[bytes | str | None, str | None]:

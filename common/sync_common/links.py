@@ -597,10 +597,10 @@ class LinkStore:
             _links.c.resource == resource, _side_is(webshop_id, chargebee_id)
         )
         with self._engine.begin() as db:
-            row = db.execute(delete.returning(*_LINK_COLUMNS)).first()
+            row = db.execute(delete.returning(*self._queries.columns)).first()
         if row is None:
             return None
-        link = Link(**row._mapping)
+        link = self._queries.link(row)
         self._read_ahead.written(resource, link.webshop_id, link.chargebee_id)
         return link
 

@@ -14,11 +14,13 @@ import typing as t
 from singer_sdk import Target
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.sinks import RecordSink
 
 from sync_common.guard import DeleteGuard
 from sync_common.http import ApiClient, preflight
 from sync_common.links import LinkedSystems, LinkStore, ReadAheadKey, Side, open_store
 from sync_common.matching import release_held
+from sync_common.merge import SOURCE_RECORD
 from sync_common.planning import PlanningLinks
 from sync_common.report import RunReport
 from sync_common.retry import source_stream_of
@@ -51,14 +53,29 @@ VALIDATE_RECORDS = th.Property(
 READ_AHEAD = 100
 
 
-class ReadingAheadSink(t.Protocol):
-    """A sink whose records wait for `READ_AHEAD` others before they are handled."""
+class SyncSink(RecordSink):
+    """A sink of a SyncTarget. It keeps each record's source record (before the maps) beside
+    its translation: the base of the sync the other way. It hands each record to the target,
+    which reads the links of `READ_AHEAD` records in one go, then gives each back to `handle`
+    in the order they came (SyncTarget.handle_read_ahead)."""
+
+    def __init__(self, target: SyncTarget, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(target, *args, **kwargs)
+        self.target = target
+
+    def preprocess_record(self, record: dict, context: dict) -> dict:
+        return {**record, SOURCE_RECORD: self.target.source_record}
+
+    def process_record(self, record: dict, context: dict) -> None:
+        self.target.add_to_read_ahead(self, record)
 
     def link_key(self, record: dict) -> ReadAheadKey | None:
-        """The link this record's handling looks up first."""
+        """The link this record's handling looks up first (None: none)."""
+        raise NotImplementedError
 
     def handle(self, record: dict) -> None:
         """What the sink does with the record, its link read ahead."""
+        raise NotImplementedError
 
 
 class Preflight(t.NamedTuple):
@@ -86,7 +103,7 @@ class SyncTarget(Target):
         #: the record the maps are translating now, before the maps (the sinks keep it)
         self.source_record: dict | None = None
         #: records the sinks handed in and that wait for their links to be read, in order
-        self.reading_ahead: list[tuple[ReadingAheadSink, dict]] = []
+        self.reading_ahead: list[tuple[SyncSink, dict]] = []
         problems = self.settings_problems(config)
         if problems and check:
             raise ConfigValidationError("Config validation failed", errors=problems)
@@ -158,7 +175,7 @@ class SyncTarget(Target):
         if not self.dry_run:  # a dry run leaves the next real run everything to do
             super()._write_state_message(state)
 
-    def read_ahead(self, sink: ReadingAheadSink, record: dict) -> None:
+    def add_to_read_ahead(self, sink: SyncSink, record: dict) -> None:
         """A sink's record, handled with the ones around it (`handle_read_ahead`), in the
         order they came, whichever sink they came to (an order's invoice before the order)."""
         self.reading_ahead.append((sink, record))

@@ -1,39 +1,26 @@
 """The SDK's side of target-chargebee: one RecordSink per Chargebee resource, which hands
 each record to the scheduler in arrival order, once the target has read the links of it and
-the records around it (SyncTarget.read_ahead). What a resource's upsert is lives in
+the records around it (sync_common.target.SyncSink). What a resource's upsert is lives in
 resources.py; when it runs, in scheduler.py."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from singer_sdk.sinks import RecordSink
 
 from sync_common.links import ReadAheadKey
 from sync_common.matching import HeldByKey, ambiguous_entry, email_key
-from sync_common.merge import SOURCE_RECORD
+from sync_common.target import SyncSink, SyncTarget
 from target_chargebee.scheduler import Scheduler
 
-if TYPE_CHECKING:
-    from singer_sdk import Target
 
-    from sync_common.target import SyncTarget
-
-
-class ResourceSink(RecordSink):
+class ResourceSink(SyncSink):
     """The records of one Chargebee resource (the stream is named after it)."""
 
-    def __init__(self, target: Target, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, target: SyncTarget, *args: Any, **kwargs: Any) -> None:
         super().__init__(target, *args, **kwargs)
-        self.target: SyncTarget = target  # type: ignore[assignment]
         self.scheduler: Scheduler = target.scheduler  # type: ignore[attr-defined]
-
-    def preprocess_record(self, record: dict, context: dict) -> dict:
-        """Keeps the webshop record beside its translation: the base for the way back."""
-        return {**record, SOURCE_RECORD: self.target.source_record}
-
-    def process_record(self, record: dict, context: dict) -> None:
-        self.target.read_ahead(self, record)
 
     def link_key(self, record: dict) -> ReadAheadKey | None:
         """The upsert's first look (upsert.py): the link of the record's webshop id."""
@@ -48,9 +35,9 @@ class CustomersSink(ResourceSink):
     """Customers; an unlinked one is held until the tap's next state message, by e-mail key:
     several webshop customers with one e-mail are ambiguous, whichever comes first."""
 
-    def __init__(self, target: Target, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, target: SyncTarget, *args: Any, **kwargs: Any) -> None:
         super().__init__(target, *args, **kwargs)
-        self.links = target.links  # type: ignore[attr-defined]
+        self.links = target.links
         self.held = HeldByKey()
 
     def handle(self, record: dict) -> None:

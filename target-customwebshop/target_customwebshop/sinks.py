@@ -1,31 +1,21 @@
 """The SDK's side of target-customwebshop: one RecordSink per Chargebee stream, which hands
 each record to the webshop's rules for its resource (resources.py), once the target has read
-the links of it and the records around it (SyncTarget.read_ahead)."""
+the links of it and the records around it (sync_common.target.SyncSink)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from singer_sdk.sinks import RecordSink
-
 from sync_common.links import ReadAheadKey
 from sync_common.matching import HeldByKey, email_key
-from sync_common.merge import SOURCE_RECORD
+from sync_common.target import SyncSink
 from target_customwebshop.resources import CustomersRules, WebshopRules
 
 
-class WebshopSink(RecordSink):
+class WebshopSink(SyncSink):
     def __init__(self, target: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(target, *args, **kwargs)
         self.rules: WebshopRules = target.rules[self.stream_name]
-        self.target = target
-
-    def preprocess_record(self, record: dict, context: dict) -> dict:
-        """Keeps the Chargebee record beside its translation: the base for the forward sync."""
-        return {**record, SOURCE_RECORD: self.target.source_record}
-
-    def process_record(self, record: dict, context: dict) -> None:
-        self.target.read_ahead(self, record)
 
     def link_key(self, record: dict) -> ReadAheadKey:
         return (self.rules.link_resource, "chargebee_id", str(record["chargebee_id"]))
