@@ -38,7 +38,9 @@ from measure import (
 
 from sync_common.chargebee import ChargebeeClient
 from sync_common.links import LinkStore
+from sync_common.target import READ_AHEAD
 from sync_sandbox.process import start_sandbox
+from target_customwebshop.resources import RULES as WEBSHOP_RULES
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -266,6 +268,28 @@ def link_store_cpu_per_save(tmp: Path) -> float:
         return cpu_per_call(save, calls=1000)
     finally:
         store.close()
+
+
+def read_ahead_cpu_per_record(links: Path, recorded: Path) -> float:
+    """CPU seconds per record that target-customwebshop's link store spends reading ahead
+    the links of the recorded Chargebee records (READ_AHEAD at a time, as the target does),
+    on the store as the way back found it: part of that target's cost per record, absent
+    from the no-op floor."""
+    store = LinkStore(f"sqlite:///{links}", look_only=True, merges_on="webshop")
+    keys = []
+    with open(recorded, "rb") as lines:
+        for line in lines:
+            if line.startswith(b'{"type":"RECORD"'):
+                message = json.loads(line)
+                resource = WEBSHOP_RULES[message["stream"]].link_resource
+                keys.append((resource, "chargebee_id", str(message["record"]["id"])))
+    batches = [keys[start : start + READ_AHEAD] for start in range(0, len(keys), READ_AHEAD)]
+    unread = iter(batches)
+    try:
+        per_batch = cpu_per_call(lambda: store.read_ahead(next(unread)), calls=len(batches))
+    finally:
+        store.close()
+    return per_batch * len(batches) / len(keys)
 
 
 def bare_session_cpu_per_request(chargebee) -> float:
@@ -526,6 +550,7 @@ def measure_all(bench: Bench, args: argparse.Namespace) -> None:  # noqa: PLR091
     http_cpu = client_cpu_per_request(cb)
     bare_cpu = bare_session_cpu_per_request(cb)
     save_cpu = link_store_cpu_per_save(tmp)
+    read_ahead_cpu = read_ahead_cpu_per_record(tmp / "links-before-back.db", back)
     print("waiting for the budget runs", flush=True)
     for thread in budget_threads:
         thread.join()
@@ -595,6 +620,10 @@ def measure_all(bench: Bench, args: argparse.Namespace) -> None:  # noqa: PLR091
         f"   the plugins' HTTP client alone: {http_cpu * 1e6:.0f} µs CPU per request; a bare "
         f"requests.Session: {bare_cpu * 1e6:.0f} µs (the same GET on the emulator); the "
         f"link store alone: {save_cpu * 1e6:.0f} µs CPU per save (SQLite)"
+    )
+    say(
+        f"   target-customwebshop's read-ahead of the links of back.singer's records alone: "
+        f"{read_ahead_cpu * 1e6:.1f} µs CPU per record"
     )
     say(
         f"   the first sync made {first_calls / rows['target-chargebee']['records']:.2f} "
